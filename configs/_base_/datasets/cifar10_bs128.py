@@ -1,0 +1,55 @@
+# CIFAR-10, batch 128, the paper's augmentation: pad 4 with EDGE replication,
+# random 32x32 crop, horizontal flip; normalise with the paper's mean/std.
+# Test images are used as they are.
+#
+# Data: the official python-pickle layout in $CIFAR10_ROOT (default
+# data/cifar10, downloaded there when absent). A copy whose files differ from
+# the official archive (e.g. the bundled JPEG-decoded copy) needs
+# verify_md5=False: set CIFAR10_VERIFY_MD5=False in the environment, or pass
+# --cfg-options {train,val,test}_dataloader.dataset.verify_md5=False.
+dataset_type = 'CIFAR10Pickle'
+data_root = '{{$CIFAR10_ROOT:data/cifar10}}'
+verify_md5 = {{'$CIFAR10_VERIFY_MD5:True'}}
+
+data_preprocessor = dict(
+    num_classes=10,
+    # (0.4914, 0.4822, 0.4465) and (0.2470, 0.2435, 0.2616), in 0..255
+    mean=[125.307, 122.961, 113.8575],
+    std=[62.985, 62.0925, 66.708],
+    to_rgb=False)  # the pickles already hold RGB
+
+train_pipeline = [
+    dict(type='RandomCrop', crop_size=32, padding=4, padding_mode='edge'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [dict(type='PackInputs')]
+
+train_dataloader = dict(
+    batch_size=128,
+    num_workers=2,
+    persistent_workers=True,
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='train',
+        verify_md5=verify_md5,
+        pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
+val_dataloader = dict(
+    batch_size=256,
+    num_workers=2,
+    persistent_workers=True,
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='test',
+        verify_md5=verify_md5,
+        pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

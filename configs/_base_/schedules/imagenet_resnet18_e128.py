@@ -1,0 +1,14 @@
+# Recipe of ResNet-18, ImageNet stage 1 (paper top-1 59.5).
+# SGD momentum 0.9, lr 0.1, weight decay 1e-05 on all parameters (as in the
+# paper's code), batch 256 in total (8 GPUs x 32); per-epoch linear warm-up over 8 epochs then
+# cosine to 0 at epoch 128 (see WarmupCosineLR).
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-05))
+
+param_scheduler = dict(type='WarmupCosineLR', warmup=8, begin=0, by_epoch=True)
+# `end` is left out: mmengine sets it to train_cfg.max_epochs, so shortening
+# max_epochs shortens the cosine too.
+
+train_cfg = dict(by_epoch=True, max_epochs=128, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()

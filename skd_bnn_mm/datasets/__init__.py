@@ -1,0 +1,3 @@
+from .cifar10_pickle import CIFAR10Pickle
+
+__all__ = ['CIFAR10Pickle']

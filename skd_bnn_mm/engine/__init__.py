@@ -1,0 +1,1 @@
+from . import hooks, runner, schedulers  # noqa: F401

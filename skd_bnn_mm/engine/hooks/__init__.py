@@ -1,0 +1,3 @@
+__all__ = []
+from .ede_hook import EDEHook, ede_schedule  # noqa: E402
+__all__ += ['EDEHook', 'ede_schedule']

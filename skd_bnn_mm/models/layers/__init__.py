@@ -1,0 +1,4 @@
+from .ir_conv2d import IRConv2d
+from .sign import SIGN_METHODS, binary_sign
+
+__all__ = ['IRConv2d', 'SIGN_METHODS', 'binary_sign']

@@ -1,0 +1,3 @@
+from .pool_bn_neck import PoolBNNeck
+
+__all__ = ['PoolBNNeck']

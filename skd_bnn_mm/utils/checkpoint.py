@@ -1,0 +1,102 @@
+"""Safe checkpoint loading for every load path of mmengine.
+
+PyTorch >= 2.6 loads with ``weights_only=True`` by default, and mmengine
+0.10.x stores a few Python objects in its checkpoints (``HistoryBuffer``,
+numpy scalars and dtypes, ``ConfigDict`` in ``meta``), so a plain resume
+fails. Rather than switching that safety off, we replace mmengine's local-file
+loader with one that keeps ``weights_only=True`` and admits an explicit
+allow-list only while the file is read. Resume, ``load_from``, ``test.py`` and
+our export tools all go through ``CheckpointLoader`` and so through here.
+"""
+import os
+import os.path as osp
+import pickle
+import zipfile
+from collections import OrderedDict, defaultdict
+from typing import List
+
+import numpy as np
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader
+
+
+def _numpy_globals() -> List:
+    items = [np.dtype, np.ndarray]
+    core = getattr(np, '_core', None) or getattr(np, 'core')
+    multiarray = core.multiarray
+    items += [multiarray._reconstruct, multiarray.scalar]
+    # dtype classes (numpy>=1.25 pickles e.g. ``numpy.dtypes.Float64DType``)
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        items += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType')]
+    return items
+
+
+def safe_globals() -> List:
+    """The allow-list: what mmengine and mmpretrain put in a checkpoint."""
+    from mmengine.config import ConfigDict
+    from mmengine.logging import HistoryBuffer
+    items = [HistoryBuffer, ConfigDict, OrderedDict, defaultdict, dict, list,
+             set, tuple, slice, getattr]
+    items += _numpy_globals()
+    return items
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used (missing, corrupt or unsafe)."""
+
+
+def load_checkpoint_file(filename: str, map_location=None):
+    """Read a local checkpoint with ``weights_only=True`` and the allow-list.
+
+    Raises :class:`CheckpointError` with a message that says what to do for a
+    missing, empty, truncated or corrupt file and for a file that carries
+    objects outside the allow-list (for example a pickled callable); such a
+    file is never executed.
+    """
+    filename = osp.expanduser(str(filename))
+    if not osp.isfile(filename):
+        raise CheckpointError(
+            f'Checkpoint "{filename}" does not exist. Check the path given to '
+            '--resume / load_from / test.py, or omit --resume to resume from '
+            'the last checkpoint of the work dir.')
+    if osp.getsize(filename) == 0:
+        raise CheckpointError(
+            f'Checkpoint "{filename}" is empty (0 bytes), probably from an '
+            'interrupted save. Use an earlier checkpoint of the work dir.')
+    try:
+        with torch.serialization.safe_globals(safe_globals()):
+            return torch.load(filename, map_location=map_location,
+                              weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if 'Weights only load failed' in msg or 'Unsupported global' in msg \
+                or 'unsupported' in msg.lower():
+            raise CheckpointError(
+                f'Refused to load "{filename}": it contains Python objects '
+                'outside the allow-list of skd_bnn_mm.utils.checkpoint '
+                '(weights_only=True). Nothing from it was executed. If you '
+                'trust the file and it only holds plain data, re-save its '
+                'state_dict with torch.save; never load untrusted pickles.\n'
+                f'Details: {msg.splitlines()[0] if msg else e!r}') from None
+        raise CheckpointError(
+            f'Checkpoint "{filename}" is corrupt or not a PyTorch checkpoint '
+            f'({msg or type(e).__name__}). Use an earlier checkpoint.') from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError,
+            ValueError) as e:
+        raise CheckpointError(
+            f'Checkpoint "{filename}" is truncated or corrupt '
+            f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}).'
+            ' It was probably cut short by an interrupted save; use an earlier '
+            'checkpoint of the work dir.') from None
+
+
+def _load_from_local(filename, map_location):
+    return load_checkpoint_file(filename, map_location)
+
+
+# Same name pattern as mmengine's loaders (it logs ``__name__[10:]``).
+_load_from_local.__name__ = 'load_from_local_safe'
+
+CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local,
+                                 force=True)
