@@ -61,6 +61,19 @@ class WarmupCosineLR(LRSchedulerMixin, _ParamScheduler):
         raise ValueError('WarmupCosineLR is defined per epoch; remove '
                          '`convert_to_iter_based=True`.')
 
+    def load_state_dict(self, state_dict):
+        """Restore the step and re-apply its value.
+
+        Building a scheduler steps it once (to epoch 0's value), which on
+        resume overwrites the learning rate the optimizer state restored; the
+        closed form gives back the exact value of the restored step.
+        """
+        super().load_state_dict(state_dict)
+        if self.begin <= self._global_step < self.end:
+            for group, value in zip(self.optimizer.param_groups,
+                                    self._get_value()):
+                group[self.param_name] = value
+
     def _get_value(self):
         factor = warmup_cosine_factor(self.last_step, self.warmup, self.total)
         return [base * factor for base in self.base_values]

@@ -1,1 +1,3 @@
-__all__ = []
+from .skd_image_classifier import SKDImageClassifier
+
+__all__ = ['SKDImageClassifier']

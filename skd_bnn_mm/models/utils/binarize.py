@@ -217,11 +217,12 @@ def binarize(model: nn.Module,
             mapping[id(conv)] = _to_binary(conv, conv_cfg)
             report.converted.append(name)
 
-    subclassed = [n for n, r in report.skipped.items() if 'subclass' in r]
+    subclassed = [f'{n} ({type(all_convs[n]).__name__})'
+                  for n, r in report.skipped.items() if 'subclass' in r]
     if subclassed:
         warnings.warn('binarize(): left full precision because their type is '
-                      f'a Conv2d subclass with its own forward: '
-                      f'{", ".join(subclassed)}')
+                      'a Conv2d subclass with its own forward (use '
+                      f'exclude/include to silence): {", ".join(subclassed)}')
     if not report.converted:
         warnings.warn('binarize(): no conv was converted')
     report.model = _replace_modules(model, mapping)

@@ -1,0 +1,143 @@
+"""Epoch-end update of SKD-BNN's soft-label bank, and a loss sanity check."""
+import json
+import math
+import os
+import os.path as osp
+from typing import List, Optional, Tuple
+
+from mmengine import dist
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmpretrain.registry import HOOKS
+
+from skd_bnn_mm.models.distill import SoftLabelBank
+
+
+@HOOKS.register_module()
+class SoftLabelBankHook(Hook):
+    """Fold each training epoch into the model's :class:`SoftLabelBank`.
+
+    - ``after_train_epoch``: ``bank.update(runner.epoch)`` on every process
+      (the sums are all-reduced there). Priority ``NORMAL`` puts this before
+      ``CheckpointHook`` (``VERY_LOW``), so an epoch checkpoint holds the
+      bank that the next epoch uses. The bank records the epoch it last
+      folded (``last_epoch``), so a second call in the same epoch does
+      nothing, and after a resume the restored bank is used as it is.
+      ``before_train`` forgets a ``last_epoch`` that lies at or after the
+      starting epoch: the bank then comes from another run (``load_from``,
+      e.g. stage 2 loading stage 1), whose bank is kept as the starting soft
+      labels, and every epoch of this run is folded in.
+    - ``before_save_checkpoint`` in the middle of an epoch with several
+      processes: the checkpoint gets the running sums/counts summed over all
+      processes (rank 0 keeps them after loading, the others start from
+      zero), so a mid-epoch resume counts every sample once.
+    - ``save_interval=N`` (0 = off): every N epochs the main process writes
+      ``{work_dir}/{out_dir}/epoch_{n}.json`` with the class names, the
+      per-class counts of correct samples and the bank's logits.
+    - ``check_finite``: after every iteration the logged loss parts (the
+      floats mmengine's ``RuntimeInfoHook`` has just copied to the host, so
+      no extra device sync) are checked, and a non-finite one stops training
+      with an error that names it. The step that produced it has already
+      been applied.
+
+    Args:
+        save_interval (int): epochs between bank dumps; 0 disables them.
+        out_dir (str): folder under the work dir for the dumps.
+        check_finite (bool): raise on non-finite logged losses.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, save_interval: int = 0, out_dir: str = 'soft_label_bank',
+                 check_finite: bool = True) -> None:
+        if not (isinstance(save_interval, int) and save_interval >= 0):
+            raise ValueError(f'save_interval must be an int >= 0 (0 = off), '
+                             f'got {save_interval!r}')
+        self.save_interval = save_interval
+        self.out_dir = out_dir
+        self.check_finite = check_finite
+        self._mid_epoch = False
+        self._warned = False
+
+    @staticmethod
+    def _banks(runner) -> List[Tuple[str, SoftLabelBank]]:
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        return [(name, m) for name, m in model.named_modules()
+                if isinstance(m, SoftLabelBank)]
+
+    def _banks_or_warn(self, runner) -> List[Tuple[str, SoftLabelBank]]:
+        banks = self._banks(runner)
+        if not banks and not self._warned:
+            self._warned = True
+            runner.logger.warning(
+                'SoftLabelBankHook: the model has no SoftLabelBank (label '
+                'loss off?); the hook only checks losses.')
+        return banks
+
+    def before_train(self, runner) -> None:
+        for _, bank in self._banks_or_warn(runner):
+            if int(bank.last_epoch) >= runner.epoch:
+                bank.last_epoch.fill_(runner.epoch - 1)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs: Optional[dict] = None) -> None:
+        self._mid_epoch = True
+        if not (self.check_finite and outputs):
+            return
+        scalars = runner.message_hub.log_scalars
+        keys = [k for k in outputs if 'loss' in k]
+        # the parts first, so that the message names the culprit
+        for key in sorted(keys, key=lambda k: k == 'loss'):
+            buffer = scalars.get(f'train/{key}')
+            if buffer is None:
+                continue
+            value = buffer.current()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f'{key} is {value} at epoch {runner.epoch + 1}, iteration '
+                    f'{runner.iter + 1}. Lower the learning rate or that '
+                    'loss\'s loss_weight, check the data, or resume from an '
+                    'earlier checkpoint.')
+
+    def after_train_epoch(self, runner) -> None:
+        self._mid_epoch = False
+        epoch = runner.epoch
+        for _, bank in self._banks_or_warn(runner):
+            if int(bank.last_epoch) != epoch:
+                bank.update(epoch)
+        if (self.save_interval and (epoch + 1) % self.save_interval == 0
+                and dist.is_main_process()):
+            for name, bank in self._banks(runner):
+                self._dump(runner, name, bank, epoch + 1)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not self._mid_epoch or dist.get_world_size() == 1:
+            return
+        state = checkpoint.get('state_dict', {})
+        for name, bank in self._banks(runner):
+            for key in SoftLabelBank.local_buffers:
+                total = getattr(bank, key).clone()
+                dist.all_reduce(total)
+                state[f'{name}.{key}' if name else key] = total.cpu()
+
+    def _dump(self, runner, name: str, bank: SoftLabelBank, epoch: int):
+        classes = None
+        try:
+            classes = runner.train_dataloader.dataset.metainfo.get('classes')
+        except Exception:  # no dataset metainfo: fall back to indices
+            pass
+        if classes is None or len(classes) != bank.num_classes:
+            classes = [str(i) for i in range(bank.num_classes)]
+        folder = osp.join(runner.work_dir, self.out_dir)
+        os.makedirs(folder, exist_ok=True)
+        suffix = f'_{name.replace(".", "_")}' if name != 'soft_label_bank' \
+            else ''
+        path = osp.join(folder, f'epoch_{epoch}{suffix}.json')
+        record = dict(
+            epoch=epoch,
+            classes=list(classes),
+            correct_counts=bank.last_counts.tolist(),
+            bank={c: row for c, row in zip(classes, bank.bank.tolist())})
+        with open(path, 'w') as f:
+            json.dump(record, f, indent=1)

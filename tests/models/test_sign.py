@@ -1,0 +1,70 @@
+import math
+
+import pytest
+import torch
+
+from skd_bnn_mm.models.layers import SIGN_METHODS, binary_sign
+
+POINTS = [-2.0, -1.0, -0.75, -0.2, 0.0, 0.3, 0.999, 1.0, 1.5]
+
+
+def _grad(method, xs, **kw):
+    x = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+    y = binary_sign(x, method, **kw)
+    g, = torch.autograd.grad(y, x, torch.ones_like(y))
+    return y.detach(), g
+
+
+@pytest.mark.parametrize('method', SIGN_METHODS)
+def test_forward_is_two_valued_and_zero_maps_to_plus_one(method):
+    x = torch.tensor([-3.0, -1e-7, 0.0, -0.0, 1e-7, 2.0])
+    y = binary_sign(x, method)
+    assert y.dtype == x.dtype
+    assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_ede_gradient_matches_formula():
+    k, t = 2.5, 0.7
+    _, g = _grad('ede', POINTS, k=torch.tensor(k), t=torch.tensor(t))
+    expected = [k * t * (1 - math.tanh(t * x)**2) for x in POINTS]
+    assert g.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ede_gradient_is_derivative_of_k_tanh():
+    # independent check: central finite difference of k * tanh(t * x)
+    k, t, h = 3.0, 4.0, 1e-6
+    _, g = _grad('ede', POINTS, k=k, t=t)
+    fd = [(k * math.tanh(t * (x + h)) - k * math.tanh(t * (x - h))) / (2 * h)
+          for x in POINTS]
+    assert g.tolist() == pytest.approx(fd, rel=1e-5, abs=1e-8)
+
+
+def test_ede_default_is_epoch_zero_state():
+    # k = 1/t_min, t = t_min = 1e-3: gradient k*t*(1 - tanh^2) ~ 1
+    _, g = _grad('ede', [0.0, 1.0])
+    assert g.tolist() == pytest.approx([1.0, 1 - math.tanh(1e-3)**2])
+
+
+def test_ste_gradient_is_clipped_identity():
+    _, g = _grad('ste', POINTS)
+    assert g.tolist() == [1.0 if abs(x) <= 1 else 0.0 for x in POINTS]
+
+
+def test_approx_gradient_is_piecewise_linear():
+    _, g = _grad('approx', POINTS)
+    expected = [2 - 2 * abs(x) if abs(x) < 1 else 0.0 for x in POINTS]
+    assert g.tolist() == pytest.approx(expected)
+
+
+def test_upstream_gradient_is_multiplied():
+    x = torch.tensor([0.5, -0.5], requires_grad=True)
+    y = binary_sign(x, 'approx')
+    g, = torch.autograd.grad(y, x, torch.tensor([3.0, -2.0]))
+    assert g.tolist() == [3.0, -2.0]
+
+
+def test_unknown_method_lists_available():
+    with pytest.raises(ValueError) as err:
+        binary_sign(torch.zeros(2), 'bogus')
+    for name in SIGN_METHODS:
+        assert name in str(err.value)

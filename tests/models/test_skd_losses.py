@@ -1,0 +1,172 @@
+"""SKD-BNN losses against hand computations on small tensors."""
+import math
+
+import pytest
+import torch
+
+from skd_bnn_mm.models.losses import (ChannelSpatialDistillLoss,
+                                      LabelClusterLoss, SoftLabelKLLoss)
+
+
+def _unit_loss_by_hand(s, t):
+    """``L_unit`` with explicit loops over samples (no vectorisation)."""
+    b, c, h, w = s.shape
+    sq_v = sq_u = 0.0
+    for i in range(b):
+        vs = [float(s[i, k].mean()) for k in range(c)]
+        vt = [float(t[i, k].mean()) for k in range(c)]
+        us = [float(s[i, :, y, x].mean()) for y in range(h) for x in range(w)]
+        ut = [float(t[i, :, y, x].mean()) for y in range(h) for x in range(w)]
+        nvs, nvt = math.sqrt(sum(a * a for a in vs)), math.sqrt(
+            sum(a * a for a in vt))
+        nus, nut = math.sqrt(sum(a * a for a in us)), math.sqrt(
+            sum(a * a for a in ut))
+        sq_v += sum((a / nvs - z / nvt)**2 for a, z in zip(vs, vt))
+        sq_u += sum((a / nus - z / nut)**2 for a, z in zip(us, ut))
+    return (math.sqrt(sq_v) / c + math.sqrt(sq_u) / (h * w)) / b
+
+
+def _units(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(3, 4, 5, 5), (3, 4, 5, 5), (3, 6, 2, 3)]  # two groups
+    student = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    teacher = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    return student, teacher
+
+
+def test_channel_spatial_value_matches_hand_computation():
+    student, teacher = _units()
+    expected = sum(_unit_loss_by_hand(s, t)
+                   for s, t in zip(student, teacher)) / 3
+    loss = ChannelSpatialDistillLoss(loss_weight=1.0)(student, teacher)
+    assert float(loss) == pytest.approx(expected, rel=1e-10)
+    loss2 = ChannelSpatialDistillLoss(loss_weight=2.5)(student, teacher)
+    assert float(loss2) == pytest.approx(2.5 * expected, rel=1e-10)
+
+
+def _grad_by_formula(s, t, detach_norm):
+    """dL_unit/dS from the chain rule, with the student norm constant (or
+    not, for the control)."""
+    b, c, h, w = s.shape
+    vs, vt = s.mean(dim=(2, 3)), t.mean(dim=(2, 3))
+    us, ut = s.mean(dim=1).flatten(1), t.mean(dim=1).flatten(1)
+
+    def d_rows(x, y, scale):
+        n = x.norm(dim=1, keepdim=True)
+        d = x / n - y / y.norm(dim=1, keepdim=True)
+        g = d / (d.norm() * scale * b)  # dL/d(x/n)
+        if detach_norm:
+            return g / n
+        # d(x/n)/dx = (I - x x^T / n^2) / n
+        return (g - (g * x).sum(1, keepdim=True) * x / n**2) / n
+
+    g_v = d_rows(vs, vt, c)  # [B, C]
+    g_u = d_rows(us, ut, h * w).view(b, 1, h, w)  # [B, 1, H, W]
+    return g_v[:, :, None, None] / (h * w) + g_u / c
+
+
+def test_channel_spatial_gradient_has_detached_student_norm():
+    student, teacher = _units(1)
+    student = [s.requires_grad_() for s in student]
+    loss = ChannelSpatialDistillLoss()(student, teacher)
+    loss.backward()
+    for s, t in zip(student, teacher):
+        expected = _grad_by_formula(s.detach(), t, detach_norm=True) / 3
+        torch.testing.assert_close(s.grad, expected, rtol=1e-9, atol=1e-12)
+        # control: with the norm inside the graph the gradient differs
+        other = _grad_by_formula(s.detach(), t, detach_norm=False) / 3
+        assert (s.grad - other).abs().max() > 1e-3 * other.abs().max()
+
+
+def test_channel_spatial_teacher_gets_no_gradient_and_shapes_checked():
+    student, teacher = _units(2)
+    student = [s.requires_grad_() for s in student]
+    teacher = [t.requires_grad_() for t in teacher]
+    ChannelSpatialDistillLoss()(student, teacher).backward()
+    assert all(t.grad is None for t in teacher)
+    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in student)
+    with pytest.raises(ValueError, match='same non-zero number'):
+        ChannelSpatialDistillLoss()(student, teacher[:2])
+    with pytest.raises(ValueError, match=r'unit 0 must be \[B, C, H, W\]'):
+        ChannelSpatialDistillLoss()([torch.ones(2, 3)], [torch.ones(2, 3)])
+
+
+def test_soft_label_kl_matches_hand_computation():
+    logits = torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]],
+                          dtype=torch.float64)
+    target = torch.tensor([[4.0, 0.0, 1.0], [-2.0, 1.0, 2.0]],
+                          dtype=torch.float64)
+    t, beta = 4.0, 0.05
+
+    def softmax(row):
+        e = [math.exp(v / t) for v in row]
+        return [v / sum(e) for v in e]
+
+    kl = 0.0
+    for z, q in zip(logits.tolist(), target.tolist()):
+        p_s, p_t = softmax(z), softmax(q)
+        kl += sum(a * (math.log(a) - math.log(b)) for a, b in zip(p_t, p_s))
+    expected = beta * t * t * kl / 2
+    loss = SoftLabelKLLoss(loss_weight=beta, temperature=t)(logits, target)
+    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    # identical distributions: zero
+    assert float(SoftLabelKLLoss()(target, target)) == pytest.approx(0,
+                                                                    abs=1e-15)
+
+
+def test_label_cluster_matches_hand_computation_and_detaches_centres():
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    labels = torch.tensor([2, 0, 2, 2, 5, 0])
+    gamma = 0.01
+
+    centres = {}
+    for y in set(labels.tolist()):
+        rows = [feats[i] for i in range(6) if labels[i] == y]
+        centres[y] = sum(rows) / len(rows)
+    terms = []
+    for i in range(6):
+        c = centres[int(labels[i])]
+        cos = float(feats[i] @ c / (feats[i].norm() * c.norm()))
+        terms.append((1 - cos) / 2)
+    expected = gamma * sum(terms) / 6
+
+    x = feats.clone().requires_grad_()
+    loss = LabelClusterLoss(loss_weight=gamma)(x, labels, num_classes=7)
+    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    loss.backward()
+    # gradient with constant centres: d/dP_i of -gamma/(2B) cos(P_i, c)
+    expected_grad = torch.empty_like(feats)
+    for i in range(6):
+        p, c = feats[i], centres[int(labels[i])]
+        pn, cn = p.norm(), c.norm()
+        dcos = c / (pn * cn) - (p @ c) * p / (pn**3 * cn)
+        expected_grad[i] = -gamma / (2 * 6) * dcos
+    torch.testing.assert_close(x.grad, expected_grad, rtol=1e-9, atol=1e-14)
+    # num_classes read from the labels gives the same value
+    same = LabelClusterLoss(loss_weight=gamma)(feats, labels)
+    assert float(same) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize('cls,kwargs,match', [
+    (ChannelSpatialDistillLoss, dict(loss_weight=-1), 'loss_weight'),
+    (LabelClusterLoss, dict(loss_weight=float('nan')), 'loss_weight'),
+    (SoftLabelKLLoss, dict(loss_weight=-0.1), 'loss_weight'),
+    (SoftLabelKLLoss, dict(temperature=0), 'temperature'),
+    (SoftLabelKLLoss, dict(temperature=-4), 'temperature'),
+    (SoftLabelKLLoss, dict(temperature='hot'), 'temperature'),
+])
+def test_invalid_arguments_raise_value_error(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs)
+
+
+def test_losses_are_registered():
+    from mmpretrain.registry import MODELS
+    loss = MODELS.build(dict(type='SoftLabelKLLoss', loss_weight=0.1,
+                             temperature=2.0))
+    assert isinstance(loss, SoftLabelKLLoss) and loss.temperature == 2.0
+    assert isinstance(MODELS.build(dict(type='ChannelSpatialDistillLoss')),
+                      ChannelSpatialDistillLoss)
+    assert isinstance(MODELS.build(dict(type='LabelClusterLoss')),
+                      LabelClusterLoss)
