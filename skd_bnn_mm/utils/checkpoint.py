@@ -37,7 +37,7 @@ def safe_globals() -> List:
     from mmengine.config import ConfigDict
     from mmengine.logging import HistoryBuffer
     items = [HistoryBuffer, ConfigDict, OrderedDict, defaultdict, dict, list,
-             set, tuple, slice, getattr]
+             set, tuple]
     items += _numpy_globals()
     return items
 

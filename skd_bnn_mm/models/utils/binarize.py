@@ -205,14 +205,14 @@ def binarize(model: nn.Module,
             continue
         if name == report.first_conv:
             report.skipped[name] = 'first conv (keep_first=True)'
-        elif type(conv) is not nn.Conv2d:
-            report.skipped[name] = (
-                f'{type(conv).__name__} is a Conv2d subclass with its own '
-                f'forward')
         elif include and not any(fnmatchcase(name, p) for p in include):
             report.skipped[name] = 'not matched by include'
         elif any(fnmatchcase(name, p) for p in exclude):
             report.skipped[name] = 'matched by exclude'
+        elif type(conv) is not nn.Conv2d:
+            report.skipped[name] = (
+                f'{type(conv).__name__} is a Conv2d subclass with its own '
+                f'forward')
         else:
             mapping[id(conv)] = _to_binary(conv, conv_cfg)
             report.converted.append(name)

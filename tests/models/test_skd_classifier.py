@@ -1,0 +1,203 @@
+"""SKDImageClassifier: losses, teacher only in training, ablations, errors."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from skd_bnn_mm.models.classifiers import SKDImageClassifier
+from skd_bnn_mm.models.distill import SelfTeacher, UnitRecorder
+from skd_bnn_mm.models.layers import IRConv2d
+from skd_bnn_mm.models.losses import ChannelSpatialDistillLoss
+
+
+class TinyBackbone(nn.Module):
+    """Stem + two binary units (conv -> BN -> Hardtanh), 8x8 input."""
+
+    def __init__(self, binary=True):
+        super().__init__()
+        conv = IRConv2d if binary else nn.Conv2d
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(4), nn.Hardtanh())
+        self.conv1, self.bn1, self.act1 = conv(4, 4, 3, 1, 1, bias=False), \
+            nn.BatchNorm2d(4), nn.Hardtanh()
+        self.conv2, self.bn2, self.act2 = conv(4, 8, 3, 2, 1, bias=False), \
+            nn.BatchNorm2d(8), nn.Hardtanh()
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.act1(self.bn1(self.conv1(x)) + x)
+        return (self.act2(self.bn2(self.conv2(x))), )
+
+
+def _model(distill=None, backbone=None, **kwargs):
+    torch.manual_seed(0)
+    model = SKDImageClassifier(
+        backbone=backbone or TinyBackbone(),
+        neck=dict(type='PoolBNNeck', in_channels=8, pool='avg', norm=True),
+        head=dict(type='LinearClsHead', num_classes=3, in_channels=8),
+        distill=dict(units=['act1', 'act2'], **(distill or {})), **kwargs)
+    model.init_weights()
+    return model.train()
+
+
+def _batch(n=12, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 8, 8, generator=g)
+    labels = torch.arange(n) % 3
+    return x, [DataSample().set_gt_label(int(y)) for y in labels], labels
+
+
+def test_loss_parts_and_values():
+    model, (x, samples, labels) = _model(), _batch()
+    losses = model(x, samples, mode='loss')
+    assert list(losses) == ['loss_cls', 'loss_feat', 'loss_label',
+                            'loss_cluster']
+    # cross-entropy of the head on the same logits (BN in train mode gives the
+    # same batch statistics on a second pass)
+    logits = model(x, mode='tensor')
+    assert float(losses['loss_cls']) == pytest.approx(
+        float(F.cross_entropy(logits, labels)), rel=1e-6)
+    # feature loss == the loss on an independently run student/teacher pair
+    recorder, teacher = UnitRecorder(['act1', 'act2']), SelfTeacher()
+    with recorder.record(model.backbone) as s, \
+            teacher.student_pass(model.backbone):
+        model.backbone(x)
+    with torch.no_grad(), recorder.record(model.backbone) as t, \
+            teacher.teacher_pass(model.backbone):
+        model.backbone(x)
+    expected = ChannelSpatialDistillLoss()([*s['act1'], *s['act2']],
+                                           [*t['act1'], *t['act2']])
+    assert float(losses['loss_feat']) == pytest.approx(float(expected),
+                                                       rel=1e-6)
+    assert float(losses['loss_feat']) > 0
+    # label loss off in the first epoch, on afterwards
+    assert float(losses['loss_label']) == 0.0
+    assert float(losses['loss_cluster']) > 0
+    sum(losses.values()).backward()
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+def test_label_loss_uses_the_bank_after_an_update():
+    model, (x, samples, labels) = _model(), _batch()
+    bank = model.soft_label_bank
+    bank.bank.copy_(torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [0, 0, 3.0]]))
+    bank.num_updates.fill_(1)
+    logits = model(x, mode='tensor')
+    expected = model.label_loss(logits, bank.bank[labels])
+    losses = model(x, samples, mode='loss')
+    assert float(losses['loss_label']) == pytest.approx(float(expected),
+                                                        rel=1e-6)
+    assert float(losses['loss_label']) > 0
+
+
+def test_loss_accumulates_correct_predictions_into_bank():
+    model, (x, samples, labels) = _model(), _batch()
+    model(x, samples, mode='loss')
+    logits = model(x, mode='tensor').detach()
+    correct = logits.argmax(1) == labels
+    assert int(model.soft_label_bank.counts.sum()) == int(correct.sum())
+    expected = torch.zeros(3, 3).index_add_(0, labels[correct],
+                                            logits[correct])
+    torch.testing.assert_close(model.soft_label_bank.sums, expected,
+                               rtol=1e-5, atol=1e-6)
+
+
+def _count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_teacher_and_recorders_only_in_loss_mode(monkeypatch):
+    model, (x, samples, _) = _model(), _batch()
+    backbone_calls = _count_calls(model.backbone)
+    records = []
+    original = UnitRecorder.record
+
+    def counting_record(self, module):
+        records.append(1)
+        return original(self, module)
+
+    monkeypatch.setattr(UnitRecorder, 'record', counting_record)
+    model(x, samples, mode='loss')
+    assert len(backbone_calls) == 2 and len(records) == 2
+    model.eval()
+    with torch.no_grad():
+        preds = model(x, samples, mode='predict')
+        model(x, mode='tensor')
+    assert len(backbone_calls) == 4 and len(records) == 2
+    assert preds[0].pred_score.shape == (3, )
+    for m in model.backbone.modules():
+        assert not m._forward_hooks or m is model.backbone
+        assert 'forward' not in m.__dict__
+
+
+def test_bn_statistics_only_from_student_pass():
+    x, samples, _ = _batch()
+    reference, model = _model(), _model()
+    reference.extract_feat(x)  # student forward only
+    model(x, samples, mode='loss')
+    for (k, v), (k2, v2) in zip(reference.state_dict().items(),
+                                model.state_dict().items()):
+        assert k == k2
+        if 'running' in k or 'num_batches' in k:
+            assert torch.equal(v, v2), k
+
+
+def test_ablations_drop_losses_and_passes():
+    x, samples, _ = _batch()
+    model = _model(dict(feat_loss=None))
+    calls = _count_calls(model.backbone)
+    assert list(model(x, samples, mode='loss')) == ['loss_cls', 'loss_label',
+                                                    'loss_cluster']
+    assert len(calls) == 1 and model.teacher is None
+    model = _model(dict(label_loss=None, cluster_loss=None))
+    assert list(model(x, samples, mode='loss')) == ['loss_cls', 'loss_feat']
+    assert model.soft_label_bank is None
+    assert not hasattr(model, '_ddp_params_and_buffers_to_ignore')
+    model = _model(dict(feat_loss=None, label_loss=None, cluster_loss=None),
+                   backbone=TinyBackbone(binary=False))
+    assert list(model(x, samples, mode='loss')) == ['loss_cls']
+
+
+def test_bank_is_in_state_dict_and_ignored_by_ddp():
+    model = _model()
+    keys = [k for k in model.state_dict() if k.startswith('soft_label_bank.')]
+    assert sorted(keys) == sorted(f'soft_label_bank.{n}' for n in (
+        'bank', 'sums', 'counts', 'last_counts', 'num_updates', 'last_epoch'))
+    assert model._ddp_params_and_buffers_to_ignore == [
+        'soft_label_bank.sums', 'soft_label_bank.counts']
+
+
+def test_configuration_errors():
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['alpha'\]"):
+        _model(dict(alpha=1.0))
+    with pytest.raises(ValueError, match=r'candidate names: .*bn2'):
+        _model(dict(units=['act3']))
+    with pytest.raises(ValueError, match='needs binary convs'):
+        _model(backbone=TinyBackbone(binary=False))
+    model, (x, samples, _) = _model(), _batch()
+    for s in samples:
+        s.set_gt_score(torch.ones(3) / 3)
+    with pytest.raises(ValueError, match='hard labels'):
+        model(x, samples, mode='loss')
+
+
+def test_registered_and_builds_with_project_backbone():
+    model = MODELS.build(dict(
+        type='SKDImageClassifier',
+        backbone=dict(type='BNNResNet20CIFAR'),
+        neck=dict(type='PoolBNNeck', in_channels=64),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=64),
+        distill=dict(units=r'layer\d+\.\d+\.act\d')))
+    assert len(model.unit_names) == 18
+    assert model.unit_names == model.backbone.unit_names()
+    by_default = MODELS.build(dict(
+        type='SKDImageClassifier',
+        backbone=dict(type='BNNVGGSmall'),
+        neck=dict(type='PoolBNNeck', in_channels=8192, pool='flatten',
+                  norm=False),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=8192)))
+    assert by_default.unit_names == [f'unit{i}.act' for i in range(1, 6)]

@@ -1,0 +1,168 @@
+"""Soft-label bank: filtering, update, checkpoints, and its hook."""
+import json
+import logging
+import math
+import os.path as osp
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.hooks import CheckpointHook
+from mmengine.logging import MessageHub
+from mmengine.runner.priority import get_priority
+
+from skd_bnn_mm.engine.hooks import SoftLabelBankHook
+from skd_bnn_mm.models.distill import SoftLabelBank
+
+
+def _logits():
+    # argmax per row: 0, 1, 2, 0, 2
+    return torch.tensor([[3.0, 1.0, 0.0],
+                         [0.0, 2.0, 1.0],
+                         [1.0, 0.0, 4.0],
+                         [5.0, 1.0, 1.0],
+                         [0.0, 1.0, 2.0]])
+
+
+def test_accumulate_keeps_only_correct_predictions():
+    bank = SoftLabelBank(3)
+    labels = torch.tensor([0, 1, 1, 0, 2])  # sample 2 is wrong (pred 2)
+    bank.accumulate(_logits(), labels)
+    logits = _logits()
+    torch.testing.assert_close(
+        bank.sums, torch.stack([logits[0] + logits[3], logits[1], logits[4]]))
+    assert bank.counts.tolist() == [2, 1, 1]
+    assert bank.num_updates == 0 and float(bank.active()) == 0.0
+
+
+def test_update_divides_and_keeps_rows_of_unseen_classes():
+    bank = SoftLabelBank(3)
+    logits = _logits()
+    bank.accumulate(logits, torch.tensor([0, 1, 1, 0, 2]))
+    bank.update(epoch=0)
+    expected = torch.stack([(logits[0] + logits[3]) / 2, logits[1], logits[4]])
+    torch.testing.assert_close(bank.bank, expected)
+    assert bank.sums.abs().sum() == 0 and bank.counts.sum() == 0
+    assert bank.last_counts.tolist() == [2, 1, 1]
+    assert int(bank.num_updates) == 1 and int(bank.last_epoch) == 0
+    assert float(bank.active()) == 1.0
+    # epoch 2: every class-1 sample wrong, class 0 new values
+    new = torch.tensor([[7.0, 0.0, 1.0], [0.0, 0.0, 9.0]])
+    bank.accumulate(new, torch.tensor([0, 1]))
+    bank.update(epoch=1)
+    assert torch.equal(bank.bank[0], new[0])
+    assert torch.equal(bank.bank[1], expected[1])  # kept, not NaN
+    assert torch.equal(bank.bank[2], expected[2])
+    assert torch.isfinite(bank.bank).all()
+    assert bank.last_counts.tolist() == [1, 0, 0]
+    assert torch.equal(bank.lookup(torch.tensor([2, 0])),
+                       torch.stack([expected[2], new[0]]))
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    torch.manual_seed(0)
+    bank = SoftLabelBank(4)
+    for epoch in range(2):
+        bank.accumulate(torch.randn(16, 4), torch.randint(0, 4, (16, )))
+        bank.update(epoch)
+    bank.accumulate(torch.randn(16, 4), torch.randint(0, 4, (16, )))  # mid
+    assert bank.counts.sum() > 0
+    path = tmp_path / 'bank.pth'
+    torch.save({'state_dict': bank.state_dict()}, path)
+    state = torch.load(path, weights_only=True)['state_dict']
+    assert set(state) == {'bank', 'sums', 'counts', 'last_counts',
+                          'num_updates', 'last_epoch'}
+    fresh = SoftLabelBank(4)
+    fresh.load_state_dict(state)
+    for name, value in bank.state_dict().items():
+        assert torch.equal(getattr(fresh, name), value), name
+        assert getattr(fresh, name).dtype == value.dtype
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match='num_classes >= 2'):
+        SoftLabelBank(1)
+    with pytest.raises(ValueError, match=r'\[B, 3\]'):
+        SoftLabelBank(3).accumulate(torch.zeros(2, 4), torch.zeros(2).long())
+    with pytest.raises(ValueError, match='save_interval'):
+        SoftLabelBankHook(save_interval=-1)
+
+
+class _Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.soft_label_bank = SoftLabelBank(3)
+
+
+def _runner(tmp_path, epoch=0):
+    hub = MessageHub.get_instance(f'skd_bank_test_{tmp_path.name}')
+    dataset = SimpleNamespace(metainfo=dict(classes=('cat', 'dog', 'emu')))
+    return SimpleNamespace(
+        model=_Model(), epoch=epoch, iter=7, message_hub=hub,
+        logger=logging.getLogger('skd_bank_test'), work_dir=str(tmp_path),
+        train_dataloader=SimpleNamespace(dataset=dataset))
+
+
+def test_hook_updates_once_per_epoch_and_dumps(tmp_path):
+    runner = _runner(tmp_path)
+    bank = runner.model.soft_label_bank
+    hook = SoftLabelBankHook(save_interval=2)
+    hook.before_train(runner)
+    bank.accumulate(_logits(), torch.tensor([0, 1, 1, 0, 2]))
+    hook.after_train_epoch(runner)
+    hook.after_train_epoch(runner)  # twice in the same epoch: no effect
+    assert int(bank.num_updates) == 1 and int(bank.last_epoch) == 0
+    first = bank.bank.clone()
+    assert not osp.exists(osp.join(str(tmp_path), 'soft_label_bank'))
+    runner.epoch = 1
+    bank.accumulate(torch.tensor([[0.0, 0.0, 6.0]]), torch.tensor([2]))
+    hook.after_train_epoch(runner)
+    assert int(bank.num_updates) == 2
+    with open(osp.join(str(tmp_path), 'soft_label_bank', 'epoch_2.json')) as f:
+        dump = json.load(f)
+    assert dump['epoch'] == 2 and dump['classes'] == ['cat', 'dog', 'emu']
+    assert dump['correct_counts'] == [0, 0, 1]
+    assert dump['bank']['cat'] == first[0].tolist()
+    assert dump['bank']['emu'] == [0.0, 0.0, 6.0]
+
+
+def test_hook_after_resume_and_after_load_from(tmp_path):
+    runner = _runner(tmp_path, epoch=3)
+    bank = runner.model.soft_label_bank
+    hook = SoftLabelBankHook()
+    # resumed from the end of epoch index 2: bank already holds it
+    bank.last_epoch.fill_(2)
+    hook.before_train(runner)
+    assert int(bank.last_epoch) == 2
+    hook.after_train_epoch(runner)  # epoch index 3 is folded in
+    assert int(bank.last_epoch) == 3 and int(bank.num_updates) == 1
+    # load_from a run that went further (e.g. stage 1 of 128 epochs)
+    runner = _runner(tmp_path, epoch=0)
+    bank = runner.model.soft_label_bank
+    bank.last_epoch.fill_(127)
+    hook.before_train(runner)
+    assert int(bank.last_epoch) == -1
+    hook.after_train_epoch(runner)
+    assert int(bank.num_updates) == 1 and int(bank.last_epoch) == 0
+
+
+def test_hook_runs_before_checkpoint_hook():
+    assert get_priority(SoftLabelBankHook.priority) < get_priority(
+        CheckpointHook.priority)
+
+
+def test_hook_names_the_non_finite_loss(tmp_path):
+    runner = _runner(tmp_path)
+    hook = SoftLabelBankHook()
+    outputs = dict(loss=torch.tensor(math.nan), loss_cls=torch.tensor(1.0),
+                   loss_feat=torch.tensor(math.inf))
+    for key, value in outputs.items():  # what RuntimeInfoHook does
+        runner.message_hub.update_scalar(f'train/{key}', value)
+    with pytest.raises(FloatingPointError, match='loss_feat is inf'):
+        hook.after_train_iter(runner, 0, None, outputs)
+    SoftLabelBankHook(check_finite=False).after_train_iter(runner, 0, None,
+                                                           outputs)
+    ok = dict(loss=torch.tensor(1.0), loss_cls=torch.tensor(1.0))
+    for key, value in ok.items():
+        runner.message_hub.update_scalar(f'train/{key}', value)
+    hook.after_train_iter(runner, 1, None, ok)
