@@ -36,8 +36,12 @@ def safe_globals() -> List:
     """The allow-list: what mmengine and mmpretrain put in a checkpoint."""
     from mmengine.config import ConfigDict
     from mmengine.logging import HistoryBuffer
+    # ``getattr`` rebuilds the statistics methods a HistoryBuffer keeps
+    # (pickled as ``getattr(HistoryBuffer, 'min')``). It is safe here: the
+    # weights-only unpickler only calls callables that are themselves on the
+    # allow-list, so an attribute fetched this way cannot be executed.
     items = [HistoryBuffer, ConfigDict, OrderedDict, defaultdict, dict, list,
-             set, tuple]
+             set, tuple, getattr]
     items += _numpy_globals()
     return items
 

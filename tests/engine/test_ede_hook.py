@@ -1,4 +1,3 @@
-import logging
 import math
 from types import SimpleNamespace
 

@@ -123,7 +123,6 @@ def test_gradients_match_ede_formula(k, t):
 def test_other_sign_methods_input_gradient(sign, deriv):
     conv = IRConv2d(3, 4, 1, bias=False, sign=sign).double()
     x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True) * 1.5
-    x.retain_grad()
     g_out = torch.randn(1, 4, 5, 5, dtype=torch.float64)
     gx, = torch.autograd.grad(conv(x), x, g_out)
     qw, _ = _hand_binary_weight(conv.weight.detach())

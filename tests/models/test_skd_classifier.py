@@ -37,7 +37,7 @@ def _model(distill=None, backbone=None, **kwargs):
         backbone=backbone or TinyBackbone(),
         neck=dict(type='PoolBNNeck', in_channels=8, pool='avg', norm=True),
         head=dict(type='LinearClsHead', num_classes=3, in_channels=8),
-        distill=dict(units=['act1', 'act2'], **(distill or {})), **kwargs)
+        distill={'units': ['act1', 'act2'], **(distill or {})}, **kwargs)
     model.init_weights()
     return model.train()
 
@@ -57,7 +57,7 @@ def test_loss_parts_and_values():
     # cross-entropy of the head on the same logits (BN in train mode gives the
     # same batch statistics on a second pass)
     logits = model(x, mode='tensor')
-    assert float(losses['loss_cls']) == pytest.approx(
+    assert float(losses['loss_cls'].detach()) == pytest.approx(
         float(F.cross_entropy(logits, labels)), rel=1e-6)
     # feature loss == the loss on an independently run student/teacher pair
     recorder, teacher = UnitRecorder(['act1', 'act2']), SelfTeacher()

@@ -1,5 +1,5 @@
 """IR-Net binary convolution: 1-bit weights and 1-bit activations."""
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn as nn
@@ -121,22 +121,6 @@ class IRConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, sign={self.sign_method}'
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, sign: Optional[str] = None,
-                  **kwargs) -> 'IRConv2d':
-        """Binary twin of ``conv`` sharing its weight/bias Parameters."""
-        if sign is not None:
-            kwargs['sign'] = sign
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size,
-                  stride=conv.stride, padding=conv.padding,
-                  dilation=conv.dilation, groups=conv.groups,
-                  bias=conv.bias is not None, padding_mode=conv.padding_mode,
-                  device=conv.weight.device, **kwargs)
-        new.weight = conv.weight
-        if conv.bias is not None:
-            new.bias = conv.bias
-        return new
 
 
 # mmcv's build_conv_layer looks in the current default scope's registry and
