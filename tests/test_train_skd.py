@@ -20,7 +20,7 @@ CONFIG = osp.join(ROOT, 'configs', 'skd_bnn',
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 EPOCHS = 3
 # CPU-sized version of the recipe: fewer epochs (cosine shortened with them),
-# no warm-up, smaller batches, no worker processes, half-width network.
+# no warm-up, batch 32, no worker processes; the bank is dumped every epoch.
 OPTIONS = [
     f'train_cfg.max_epochs={EPOCHS}', 'param_scheduler.warmup=0',
     'train_dataloader.batch_size=32', 'val_dataloader.batch_size=200',
@@ -53,14 +53,15 @@ def _scalars(work):
 
 
 def _bank(path):
-    state = torch.load(path, weights_only=False)['state_dict']  # our file
+    from skd_bnn_mm.utils import load_checkpoint_file  # weights_only=True
+    state = load_checkpoint_file(str(path))['state_dict']
     return {k[len('soft_label_bank.'):]: v for k, v in state.items()
             if k.startswith('soft_label_bank.')}
 
 
 @pytest.fixture(scope='module')
 def run(cifar10_subset, tmp_path_factory):
-    root = cifar10_subset(100, 20)
+    root = cifar10_subset(200, 20)
     work = tmp_path_factory.mktemp('skd_train')
     _train(root, work)
     return root, work
@@ -78,7 +79,8 @@ def test_learns_and_logs_every_loss(run):
     assert all(r['loss_label'] > 0 for r in train if r['epoch'] > 1)
     val = [r['accuracy/top1'] for r in records if 'accuracy/top1' in r]
     assert len(val) == EPOCHS
-    assert max(val) >= 25.0, val  # 10 classes: chance is 10 %
+    # 10 classes: chance is 10 %; this run measured 28.5 % after epoch 3
+    assert val[-1] >= 20.0, val
 
 
 def test_bank_updated_before_each_checkpoint(run):
@@ -106,7 +108,7 @@ def test_resume_continues_with_the_checkpointed_bank(run, tmp_path):
     from mmengine.config import Config
     from mmpretrain.registry import RUNNERS
     cfg = Config.fromfile(CONFIG)
-    cfg.merge_from_dict(dict(o.split('=', 1) for o in OPTIONS[:2]))
+    cfg.train_cfg.max_epochs, cfg.param_scheduler.warmup = EPOCHS, 0
     cfg.work_dir = str(tmp_path / 'inspect')
     cfg.resume, cfg.load_from = True, str(ckpt)
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

@@ -42,6 +42,10 @@ def _model(distill=None, backbone=None, **kwargs):
     return model.train()
 
 
+def _f(t):
+    return float(t.detach())
+
+
 def _batch(n=12, seed=1):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, 8, 8, generator=g)
@@ -57,8 +61,8 @@ def test_loss_parts_and_values():
     # cross-entropy of the head on the same logits (BN in train mode gives the
     # same batch statistics on a second pass)
     logits = model(x, mode='tensor')
-    assert float(losses['loss_cls'].detach()) == pytest.approx(
-        float(F.cross_entropy(logits, labels)), rel=1e-6)
+    assert _f(losses['loss_cls']) == pytest.approx(
+        _f(F.cross_entropy(logits, labels)), rel=1e-6)
     # feature loss == the loss on an independently run student/teacher pair
     recorder, teacher = UnitRecorder(['act1', 'act2']), SelfTeacher()
     with recorder.record(model.backbone) as s, \
@@ -69,12 +73,12 @@ def test_loss_parts_and_values():
         model.backbone(x)
     expected = ChannelSpatialDistillLoss()([*s['act1'], *s['act2']],
                                            [*t['act1'], *t['act2']])
-    assert float(losses['loss_feat']) == pytest.approx(float(expected),
+    assert _f(losses['loss_feat']) == pytest.approx(_f(expected),
                                                        rel=1e-6)
-    assert float(losses['loss_feat']) > 0
+    assert _f(losses['loss_feat']) > 0
     # label loss off in the first epoch, on afterwards
-    assert float(losses['loss_label']) == 0.0
-    assert float(losses['loss_cluster']) > 0
+    assert _f(losses['loss_label']) == 0.0
+    assert _f(losses['loss_cluster']) > 0
     sum(losses.values()).backward()
     assert model.backbone.conv1.weight.grad.abs().sum() > 0
 
@@ -87,9 +91,9 @@ def test_label_loss_uses_the_bank_after_an_update():
     logits = model(x, mode='tensor')
     expected = model.label_loss(logits, bank.bank[labels])
     losses = model(x, samples, mode='loss')
-    assert float(losses['loss_label']) == pytest.approx(float(expected),
+    assert _f(losses['loss_label']) == pytest.approx(_f(expected),
                                                         rel=1e-6)
-    assert float(losses['loss_label']) > 0
+    assert _f(losses['loss_label']) > 0
 
 
 def test_loss_accumulates_correct_predictions_into_bank():
@@ -201,3 +205,38 @@ def test_registered_and_builds_with_project_backbone():
                   norm=False),
         head=dict(type='LinearClsHead', num_classes=10, in_channels=8192)))
     assert by_default.unit_names == [f'unit{i}.act' for i in range(1, 6)]
+
+
+CONFIGS = {  # config -> number of recorded unit outputs
+    'skd-bnn_resnet20_1xb128_cifar10.py': 18,
+    'skd-bnn_vgg-small_1xb128_cifar10.py': 5,
+    'skd-bnn_resnet18_1xb128_cifar10.py': 16,
+    'skd-bnn_resnet18_8xb32_in1k.py': 16,
+    'skd-bnn_resnet18_8xb32_in1k-stage2.py': 16,
+    'skd-bnn_mmpretrain-resnet18-convcfg_1xb128_cifar10.py': 16,
+}
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_configs_build_and_record_all_units(name):
+    import os.path as osp
+
+    from mmengine.config import Config
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(osp.join(root, 'configs', 'skd_bnn', name))
+    assert [h['type'] for h in cfg.custom_hooks] == ['EDEHook',
+                                                     'SoftLabelBankHook']
+    model = MODELS.build(cfg.model)
+    assert isinstance(model, SKDImageClassifier)
+    assert model.label_loss.temperature == 4.0
+    assert (model.feat_loss.loss_weight, model.label_loss.loss_weight,
+            model.cluster_loss.loss_weight) == (1.0, 0.05, 0.01)
+    if 'in1k' in name:  # 224 px images: only count the unit modules
+        assert len(model.unit_names) == CONFIGS[name]
+        return
+    recorder = UnitRecorder(model.recorder.units)
+    with torch.no_grad(), recorder.record(model.backbone) as rec:
+        model.backbone(torch.randn(2, 3, 16, 16))  # small: just count
+    outputs = [t for ts in rec.values() for t in ts]
+    assert len(outputs) == CONFIGS[name]
+    assert all(t.dim() == 4 for t in outputs)

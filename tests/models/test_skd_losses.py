@@ -133,7 +133,7 @@ def test_label_cluster_matches_hand_computation_and_detaches_centres():
 
     x = feats.clone().requires_grad_()
     loss = LabelClusterLoss(loss_weight=gamma)(x, labels, num_classes=7)
-    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-12)
     loss.backward()
     # gradient with constant centres: d/dP_i of -gamma/(2B) cos(P_i, c)
     expected_grad = torch.empty_like(feats)

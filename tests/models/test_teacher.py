@@ -216,3 +216,18 @@ def test_recorder_names_errors_and_shared_modules():
     assert not m.act._forward_hooks
     m(x)  # outside the context: nothing recorded
     assert len(flatten_records(rec)) == 2
+
+
+def test_zero_real_output_takes_the_positive_sign():
+    """sign(0) = +1: a teacher conv whose real output is exactly 0 returns
+    +|y|."""
+    torch.manual_seed(0)
+    conv = IRConv2d(3, 4, 3, 1, 1, bias=False)
+    x = torch.randn(2, 3, 5, 5)
+    teacher = SelfTeacher()
+    with teacher.student_pass(conv):
+        y = conv(x)
+    with torch.no_grad(), teacher.teacher_pass(conv):
+        out = conv(torch.zeros_like(x))  # r == 0 everywhere
+    assert (y < 0).any()
+    assert torch.equal(out, y.detach().abs())

@@ -152,5 +152,6 @@ class _TeacherConv:
             raise RuntimeError(
                 f'Teacher conv output {tuple(r.shape)} differs from the '
                 f'student output {tuple(y.shape)} of the same call.')
-        magnitude = y.abs()
-        return torch.where(r >= 0, magnitude, -magnitude)
+        # copysign takes the sign bit; adding +0.0 turns a -0.0 into +0.0 so
+        # that r == 0 gives +|y| (r is a fresh tensor: safe to modify)
+        return torch.copysign(y.abs(), r.add_(0.0))

@@ -1,0 +1,23 @@
+"""Deployment: 1-bit packed export (``.bnn``) and ONNX export.
+
+Only torch and numpy are imported here; onnx/onnxruntime are imported inside
+the ONNX functions.
+"""
+from .bnn_format import (BNNFormatError, load_1bit, read_1bit,  # noqa: F401
+                         save_1bit)
+from .convert import (build_inference_model, build_model,  # noqa: F401
+                      inference_config, load_weights, replace_binary_convs,
+                      to_deploy)
+from .onnx_export import LogitsModel, export_onnx, run_onnx, verify_onnx
+from .packed_binary_conv import (ZERO_SCALE_EXPONENT,  # noqa: F401
+                                 PackedBinaryConv2d, exponent_scales,
+                                 pack_signs, scale_exponents, unpack_signs)
+
+__all__ = [
+    'BNNFormatError', 'LogitsModel', 'PackedBinaryConv2d',
+    'ZERO_SCALE_EXPONENT', 'build_inference_model', 'build_model',
+    'exponent_scales', 'export_onnx', 'inference_config', 'load_1bit',
+    'load_weights', 'pack_signs', 'read_1bit', 'replace_binary_convs',
+    'run_onnx', 'save_1bit', 'scale_exponents', 'to_deploy', 'unpack_signs',
+    'verify_onnx'
+]
