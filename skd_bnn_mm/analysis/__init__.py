@@ -7,8 +7,9 @@ from .features import penultimate_features
 from .logs import find_scalars, load_scalars
 from .ops_counter import (BOPS_PER_OP, LayerOps, OpsReport, count_ops,
                           layer_table, summary_row, summary_table)
-from .plots import (plot_bank_heatmap, plot_sign_agreement, plot_training_curves,
-                    plot_tsne, softmax_rows, tsne_embedding)
+from .plots import (plot_bank_heatmap, plot_sign_agreement,
+                    plot_training_curves, plot_tsne, softmax_rows,
+                    tsne_embedding)
 from .sign_agreement import sign_agreement
 
 __all__ = [

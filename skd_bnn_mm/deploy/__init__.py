@@ -1,7 +1,7 @@
-"""Deployment: 1-bit packed export (``.bnn``) and ONNX export.
+"""Deployment: 1-bit packed export (``.bnn``, safetensors) and ONNX export.
 
-Only torch and numpy are imported here; onnx/onnxruntime are imported inside
-the ONNX functions.
+Only torch and numpy are imported here; safetensors, onnx and onnxruntime
+are imported inside the functions that use them.
 """
 from .bnn_format import (BNNFormatError, load_1bit, read_1bit,  # noqa: F401
                          save_1bit)

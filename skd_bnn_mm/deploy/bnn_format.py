@@ -1,10 +1,10 @@
 """The ``.bnn`` file: a binary network with 1 bit per binary weight.
 
-A ``.bnn`` file is a `safetensors <https://github.com/huggingface/safetensors>`_
-file: an 8-byte little-endian header length, a JSON header (name, dtype,
-shape and byte range of every tensor, plus string metadata), then the raw
-little-endian tensor bytes. Nothing is pickled, so reading it cannot run
-code. It holds
+A ``.bnn`` file is a safetensors file
+(https://github.com/huggingface/safetensors): an 8-byte little-endian header
+length, a JSON header (name, dtype, shape and byte range of every tensor,
+plus string metadata), then the raw little-endian tensor bytes. Nothing is
+pickled, so reading it cannot run code. It holds
 
 - one tensor per entry of the deployed model's state_dict. For a binary conv
   ``name`` these are ``name.packed`` (uint8 sign bits, 1 bit per weight) and

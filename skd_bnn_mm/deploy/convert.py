@@ -7,7 +7,7 @@ checkpoint through the project's safe loader, and :func:`to_deploy` swaps
 every binary conv for a :class:`PackedBinaryConv2d`.
 """
 import copy
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -154,11 +154,6 @@ def _training_only_prefixes(train_cfg) -> Tuple[str, ...]:
         if key not in infer_keys:
             prefixes.add(key.split('.')[0] + '.')
     return tuple(sorted(prefixes))
-
-
-def binary_conv_names(model: nn.Module) -> List[str]:
-    """Names of the binary convs (IRConv2d), in registration order."""
-    return [n for n, m in model.named_modules() if isinstance(m, IRConv2d)]
 
 
 def replace_binary_convs(model: nn.Module, factory: Callable[[nn.Module],

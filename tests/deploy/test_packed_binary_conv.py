@@ -1,4 +1,4 @@
-"""PackedBinaryConv2d: bit layout, exponents, and exact equality with IRConv2d."""
+"""PackedBinaryConv2d: bit layout, exponents, exact equality with IRConv2d."""
 import pytest
 import torch
 
