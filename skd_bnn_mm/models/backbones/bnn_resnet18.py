@@ -1,12 +1,10 @@
 """Binary ResNet-18 for ImageNet with a shortcut around every conv."""
 from typing import Optional, Sequence
 
-import torch
 import torch.nn as nn
-from mmcv.cnn import build_conv_layer
 from mmpretrain.registry import MODELS
 
-from .bnn_blocks import (KAIMING_INIT, BiRealBasicBlock, norm,
+from .bnn_blocks import (KAIMING_INIT, BiRealBasicBlock,
                          projection_shortcut)
 from .bnn_resnet_base import BNNResNetBase
 
@@ -42,6 +40,9 @@ class BNNResNet18(BNNResNetBase):
     """
 
     block = BiRealBasicBlock
+    stem_kernel = 7
+    stem_stride = 2
+    stem_maxpool = True
 
     def __init__(self,
                  in_channels: int = 3,
@@ -63,17 +64,6 @@ class BNNResNet18(BNNResNetBase):
             norm_cfg=norm_cfg,
             out_indices=out_indices,
             init_cfg=init_cfg)
-
-    def _make_stem(self, in_channels: int, stem_channels: int):
-        self.stem_conv = build_conv_layer(None, in_channels, stem_channels,
-                                          kernel_size=7, stride=2, padding=3,
-                                          bias=False)
-        self.stem_bn = norm(self.norm_cfg, stem_channels)
-        self.stem_act = nn.Hardtanh()
-        self.stem_pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem_pool(self.stem_act(self.stem_bn(self.stem_conv(x))))
 
     def _make_shortcut(self, in_channels: int, out_channels: int,
                        stride: int) -> nn.Module:

@@ -1,12 +1,10 @@
 """Binary ResNet-18 for CIFAR with one shortcut per block."""
 from typing import Optional, Sequence
 
-import torch
 import torch.nn as nn
-from mmcv.cnn import build_conv_layer
 from mmpretrain.registry import MODELS
 
-from .bnn_blocks import KAIMING_INIT, BasicBlock, norm, projection_shortcut
+from .bnn_blocks import KAIMING_INIT, BasicBlock, projection_shortcut
 from .bnn_resnet_base import BNNResNetBase
 
 
@@ -56,16 +54,6 @@ class BNNResNet18CIFAR(BNNResNetBase):
             norm_cfg=norm_cfg,
             out_indices=out_indices,
             init_cfg=init_cfg)
-
-    def _make_stem(self, in_channels: int, stem_channels: int):
-        self.stem_conv = build_conv_layer(None, in_channels, stem_channels,
-                                          kernel_size=3, stride=1, padding=1,
-                                          bias=False)
-        self.stem_bn = norm(self.norm_cfg, stem_channels)
-        self.stem_act = nn.Hardtanh()
-
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem_act(self.stem_bn(self.stem_conv(x)))
 
     def _make_shortcut(self, in_channels: int, out_channels: int,
                        stride: int) -> nn.Module:

@@ -1,12 +1,10 @@
 """Binary ResNet-20 for CIFAR with a shortcut around every conv."""
 from typing import Optional, Sequence
 
-import torch
 import torch.nn as nn
-from mmcv.cnn import build_conv_layer
 from mmpretrain.registry import MODELS
 
-from .bnn_blocks import KAIMING_INIT, BiRealBasicBlock, OptionAShortcut, norm
+from .bnn_blocks import KAIMING_INIT, BiRealBasicBlock, OptionAShortcut
 from .bnn_resnet_base import BNNResNetBase
 
 
@@ -56,16 +54,6 @@ class BNNResNet20CIFAR(BNNResNetBase):
             norm_cfg=norm_cfg,
             out_indices=out_indices,
             init_cfg=init_cfg)
-
-    def _make_stem(self, in_channels: int, stem_channels: int):
-        self.stem_conv = build_conv_layer(None, in_channels, stem_channels,
-                                          kernel_size=3, stride=1, padding=1,
-                                          bias=False)
-        self.stem_bn = norm(self.norm_cfg, stem_channels)
-        self.stem_act = nn.Hardtanh()
-
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem_act(self.stem_bn(self.stem_conv(x)))
 
     def _make_shortcut(self, in_channels: int, out_channels: int,
                        stride: int) -> nn.Module:

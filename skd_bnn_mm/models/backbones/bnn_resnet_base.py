@@ -5,7 +5,9 @@ import torch
 import torch.nn as nn
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 
-from .bnn_blocks import KAIMING_INIT
+from mmcv.cnn import build_conv_layer
+
+from .bnn_blocks import KAIMING_INIT, norm
 
 
 def check_out_indices(out_indices: Sequence[int], num: int,
@@ -27,8 +29,10 @@ def check_out_indices(out_indices: Sequence[int], num: int,
 class BNNResNetBase(BaseBackbone):
     """Binary ResNet: a full-precision stem, then stages ``layer1..layerN``.
 
-    Subclasses set ``block`` and implement ``_make_stem`` / ``forward_stem``
-    and ``_make_shortcut``. Every block holds two binary units whose outputs
+    Subclasses set ``block`` (and the stem shape: ``stem_kernel``,
+    ``stem_stride``, ``stem_maxpool``) and implement ``_make_shortcut``.
+    The stem is ``stem_conv -> stem_bn -> stem_act [-> stem_pool]``, full
+    precision. Every block holds two binary units whose outputs
     are ``layer{i}.{j}.act1`` and ``layer{i}.{j}.act2``
     (see :meth:`unit_names`).
 
@@ -47,6 +51,10 @@ class BNNResNetBase(BaseBackbone):
     """
 
     block = None
+    #: stem conv kernel / stride, and a 3x3/2 max-pool after it (ImageNet)
+    stem_kernel = 3
+    stem_stride = 1
+    stem_maxpool = False
 
     def __init__(self,
                  stage_channels: Sequence[int],
@@ -90,10 +98,18 @@ class BNNResNetBase(BaseBackbone):
         self.out_channels = channels
 
     def _make_stem(self, in_channels: int, stem_channels: int):
-        raise NotImplementedError
+        self.stem_conv = build_conv_layer(
+            None, in_channels, stem_channels, kernel_size=self.stem_kernel,
+            stride=self.stem_stride, padding=self.stem_kernel // 2,
+            bias=False)
+        self.stem_bn = norm(self.norm_cfg, stem_channels)
+        self.stem_act = nn.Hardtanh()
+        if self.stem_maxpool:
+            self.stem_pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        x = self.stem_act(self.stem_bn(self.stem_conv(x)))
+        return self.stem_pool(x) if self.stem_maxpool else x
 
     def _make_shortcut(self, in_channels: int, out_channels: int,
                        stride: int) -> nn.Module:
