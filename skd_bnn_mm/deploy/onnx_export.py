@@ -47,6 +47,12 @@ class LogitsModel(nn.Module):
         return out
 
 
+def _device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device('cpu')
+
+
 def _preprocess_meta(model: nn.Module) -> Dict[str, str]:
     pre = getattr(model, 'data_preprocessor', None)
     meta = {}
@@ -87,7 +93,7 @@ def export_onnx(model: nn.Module,
     if opset < 12:
         raise ValueError(f'opset {opset} lacks GreaterOrEqual; use >= 12')
     wrapped = LogitsModel(to_deploy(model)).eval()
-    dummy = torch.zeros(1, *input_shape)
+    dummy = torch.zeros(1, *input_shape, device=_device(wrapped))
     dynamic_axes = ({'input': {0: 'batch'}, 'logits': {0: 'batch'}}
                     if dynamic_batch else None)
     with torch.no_grad(), warnings.catch_warnings():
@@ -144,7 +150,7 @@ def verify_onnx(path: str, reference: nn.Module, inputs: torch.Tensor,
     was_training = reference.training
     reference.eval()
     with torch.no_grad():
-        ref = LogitsModel(reference)(inputs)
+        ref = LogitsModel(reference)(inputs.to(_device(reference)))
     reference.train(was_training)
     out = run_onnx(path, inputs, optimize)
     return float(np.abs(out - ref.cpu().numpy()).max())

@@ -1,6 +1,7 @@
 """Parameter, FLOP, BOP, OPs and memory counts against hand computations."""
 import json
 import os.path as osp
+import sys
 
 import pytest
 import torch.nn as nn
@@ -8,9 +9,11 @@ import torch.nn as nn
 from skd_bnn_mm.analysis import count_ops
 from skd_bnn_mm.deploy import to_deploy
 from skd_bnn_mm.models.layers import IRConv2d
-from tools.analysis_tools import get_ops
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # tools/ is imported from the checkout
+    sys.path.insert(0, ROOT)
+from tools.analysis_tools import get_ops  # noqa: E402
 
 
 def toy():

@@ -3,15 +3,18 @@ right (bank softmax, log parsing, feature shapes)."""
 import csv
 import json
 import os.path as osp
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from skd_bnn_mm.analysis import load_scalars, load_soft_label_bank
-from tools.analysis_tools import visualize
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # tools/ is imported from the checkout
+    sys.path.insert(0, ROOT)
+from tools.analysis_tools import visualize  # noqa: E402
 TINY = osp.join(ROOT, 'tests', 'deploy', 'tiny_skd_bnn_cifar10.py')
 CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
            'horse', 'ship', 'truck']

@@ -9,9 +9,11 @@ import torch
 
 from skd_bnn_mm.deploy import load_1bit, read_1bit
 from skd_bnn_mm.utils import load_checkpoint_file
-from tools.analysis_tools import export_1bit, export_onnx
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # tools/ is imported from the checkout
+    sys.path.insert(0, ROOT)
+from tools.analysis_tools import export_1bit, export_onnx  # noqa: E402
 TINY = osp.join(ROOT, 'tests', 'deploy', 'tiny_skd_bnn_cifar10.py')
 
 

@@ -199,3 +199,15 @@ def test_example_configs_build(name, num_binary):
     out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10)
     out.sum().backward()
+
+
+def test_module_held_under_two_names_is_replaced_everywhere():
+    import torch.nn as nn
+    from skd_bnn_mm.models.layers import IRConv2d
+    from skd_bnn_mm.models.utils import binarize
+    shared = nn.Conv2d(4, 4, 3, padding=1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    model.add_module('a', shared)
+    model.add_module('b', shared)
+    binarize(model)
+    assert isinstance(model.a, IRConv2d) and model.a is model.b

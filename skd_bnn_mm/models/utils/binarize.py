@@ -127,8 +127,10 @@ def _replace_modules(model: nn.Module,
     if id(model) in mapping:
         return mapping[id(model)]
     for _, parent in model.named_modules(remove_duplicate=False):
-        for child_name, child in list(parent.named_children()):
-            if id(child) in mapping:
+        # parent._modules, not named_children(): the latter yields a module
+        # held under two names only once
+        for child_name, child in list(parent._modules.items()):
+            if child is not None and id(child) in mapping:
                 setattr(parent, child_name, mapping[id(child)])
     return model
 
