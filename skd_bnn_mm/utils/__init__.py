@@ -1,3 +1,13 @@
-from .checkpoint import CheckpointError, load_checkpoint_file, safe_globals
+from .atomic_io import (atomic_torch_save, atomic_write, atomic_write_bytes,
+                        atomic_write_text, is_temp_file)
+from .checkpoint import (CheckpointError, CorruptCheckpointError,
+                         UnsafeCheckpointError, load_checkpoint_file,
+                         safe_globals)
+from .registry_check import unknown_types
 
-__all__ = ['CheckpointError', 'load_checkpoint_file', 'safe_globals']
+__all__ = [
+    'CheckpointError', 'CorruptCheckpointError', 'UnsafeCheckpointError',
+    'load_checkpoint_file', 'safe_globals', 'atomic_write',
+    'atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save',
+    'is_temp_file', 'unknown_types'
+]

@@ -8,7 +8,6 @@ loader with one that keeps ``weights_only=True`` and admits an explicit
 allow-list only while the file is read. Resume, ``load_from``, ``test.py`` and
 our export tools all go through ``CheckpointLoader`` and so through here.
 """
-import os
 import os.path as osp
 import pickle
 import zipfile
@@ -32,22 +31,59 @@ def _numpy_globals() -> List:
     return items
 
 
+def checkpoint_getattr(obj, name):
+    """The only ``getattr`` a checkpoint may call.
+
+    mmengine pickles the statistics methods a ``HistoryBuffer`` keeps as
+    ``getattr(HistoryBuffer, 'min')``. The builtin ``getattr`` itself must not
+    be on the allow-list: from any allowed object it reaches every attribute
+    (``f.__globals__``: a module's namespace, which the unpickler may then
+    modify with SETITEM; ``getattr.__self__``: the builtins), so a file could
+    rewrite modules of the running process while it is loaded. This
+    stand-in, registered under the name ``builtins.getattr``, resolves only
+    the statistics methods of ``HistoryBuffer``.
+    """
+    from mmengine.logging import HistoryBuffer
+    allowed = {'min', 'max', 'current', 'mean'} | set(
+        HistoryBuffer._statistics_methods)
+    if obj is HistoryBuffer and isinstance(name, str) and name in allowed:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'Unsupported global: getattr({obj!r}, {name!r}) is not allowed '
+        '(only the statistics methods of mmengine HistoryBuffer)')
+
+
 def safe_globals() -> List:
-    """The allow-list: what mmengine and mmpretrain put in a checkpoint."""
+    """The allow-list: what mmengine and mmpretrain put in a checkpoint.
+
+    Items are objects, or ``(object, 'module.name')`` pairs that stand in
+    for the global of that name.
+    """
     from mmengine.config import ConfigDict
     from mmengine.logging import HistoryBuffer
-    # ``getattr`` rebuilds the statistics methods a HistoryBuffer keeps
-    # (pickled as ``getattr(HistoryBuffer, 'min')``). It is safe here: the
-    # weights-only unpickler only calls callables that are themselves on the
-    # allow-list, so an attribute fetched this way cannot be executed.
     items = [HistoryBuffer, ConfigDict, OrderedDict, defaultdict, dict, list,
-             set, tuple, getattr]
+             set, tuple, (checkpoint_getattr, 'builtins.getattr')]
     items += _numpy_globals()
     return items
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used (missing, corrupt or unsafe)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """An empty, truncated or otherwise unreadable checkpoint file.
+
+    Usually the trace of an interrupted save; an automatic resume may fall
+    back to an earlier checkpoint.
+    """
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that holds objects outside the allow-list.
+
+    Never skipped silently: such a file may have been planted.
+    """
 
 
 def load_checkpoint_file(filename: str, map_location=None):
@@ -65,7 +101,7 @@ def load_checkpoint_file(filename: str, map_location=None):
             '--resume / load_from / test.py, or omit --resume to resume from '
             'the last checkpoint of the work dir.')
     if osp.getsize(filename) == 0:
-        raise CheckpointError(
+        raise CorruptCheckpointError(
             f'Checkpoint "{filename}" is empty (0 bytes), probably from an '
             'interrupted save. Use an earlier checkpoint of the work dir.')
     try:
@@ -76,19 +112,19 @@ def load_checkpoint_file(filename: str, map_location=None):
         msg = str(e)
         if 'Weights only load failed' in msg or 'Unsupported global' in msg \
                 or 'unsupported' in msg.lower():
-            raise CheckpointError(
+            raise UnsafeCheckpointError(
                 f'Refused to load "{filename}": it contains Python objects '
                 'outside the allow-list of skd_bnn_mm.utils.checkpoint '
                 '(weights_only=True). Nothing from it was executed. If you '
                 'trust the file and it only holds plain data, re-save its '
                 'state_dict with torch.save; never load untrusted pickles.\n'
                 f'Details: {msg.splitlines()[0] if msg else e!r}') from None
-        raise CheckpointError(
+        raise CorruptCheckpointError(
             f'Checkpoint "{filename}" is corrupt or not a PyTorch checkpoint '
             f'({msg or type(e).__name__}). Use an earlier checkpoint.') from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError,
             ValueError) as e:
-        raise CheckpointError(
+        raise CorruptCheckpointError(
             f'Checkpoint "{filename}" is truncated or corrupt '
             f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}).'
             ' It was probably cut short by an interrupted save; use an earlier '

@@ -17,6 +17,8 @@ custom_hooks = [
     dict(type='SoftLabelBankHook', save_interval=0),
     # data order and augmentation as a function of (seed, epoch, sample):
     # a resumed run draws exactly what an uninterrupted one would
-    # dict(type='EpochSeedHook'),
+    dict(type='EpochSeedHook'),
+    # several processes: average BN statistics, check all hold the same state
+    dict(type='RankConsistencyHook'),
 ]
 randomness = dict(seed=0, deterministic=True)

@@ -3,3 +3,9 @@ from .ede_hook import EDEHook, ede_schedule  # noqa: E402
 __all__ += ['EDEHook', 'ede_schedule']
 from .soft_label_bank_hook import SoftLabelBankHook  # noqa: E402
 __all__ += ['SoftLabelBankHook']
+from .fast_path_hook import FastPathHook  # noqa: E402
+__all__ += ['FastPathHook']
+from .epoch_seed_hook import EpochSeedHook  # noqa: E402
+__all__ += ['EpochSeedHook']
+from .rank_consistency_hook import RankConsistencyHook  # noqa: E402
+__all__ += ['RankConsistencyHook']

@@ -1,3 +1,7 @@
-from .safe_runner import SafeRunner, state_dict_mismatches
+from .safe_loops import SafeEpochBasedTrainLoop
+from .safe_runner import SafeRunner, UnknownTypeError, state_dict_mismatches
 
-__all__ = ['SafeRunner', 'state_dict_mismatches']
+__all__ = [
+    'SafeRunner', 'SafeEpochBasedTrainLoop', 'UnknownTypeError',
+    'state_dict_mismatches'
+]

@@ -1,10 +1,69 @@
-"""mmengine's Runner with a strict, explained resume."""
+"""mmengine's Runner with a strict, explained resume and safe checkpoints."""
+import contextlib
+import os.path as osp
 from typing import Dict, List
 
+import mmengine.runner.runner as mm_runner_module
+from mmengine.dist import is_main_process
+from mmengine.fileio import LocalBackend, get_file_backend
+from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 from mmpretrain.registry import RUNNERS
+
+from skd_bnn_mm.utils.atomic_io import atomic_torch_save, atomic_write_text
+from skd_bnn_mm.utils.checkpoint import (CheckpointError,
+                                         CorruptCheckpointError)
+from skd_bnn_mm.utils.registry_check import (describe_unknown_types,
+                                             unknown_types)
+from .checkpoint_files import POINTER, resume_candidates
+from .safe_loops import SafeEpochBasedTrainLoop
+
+
+class UnknownTypeError(KeyError):
+    """A config ``type`` that no registry knows (message printed as is)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ''
+
+
+def _is_local(filename: str, file_client_args=None,
+              backend_args=None) -> bool:
+    if file_client_args is not None or '://' in str(filename):
+        return False
+    try:
+        return isinstance(
+            get_file_backend(filename, backend_args=backend_args),
+            LocalBackend)
+    except Exception:  # unknown backend: leave it to mmengine
+        return False
+
+
+@contextlib.contextmanager
+def _atomic_local_saves():
+    """Route the runner's ``save_checkpoint`` through an atomic write.
+
+    mmengine writes a checkpoint in place through its file backend, so a kill
+    during the write leaves a truncated file under the final name. For local
+    paths the file is written to a temporary name, fsync-ed and renamed
+    (:func:`skd_bnn_mm.utils.atomic_torch_save`); other backends are left
+    to mmengine.
+    """
+    original = mm_runner_module.save_checkpoint
+
+    def save(checkpoint, filename, file_client_args=None, backend_args=None):
+        if _is_local(filename, file_client_args, backend_args):
+            atomic_torch_save(checkpoint, filename)
+        else:
+            original(checkpoint, filename, file_client_args=file_client_args,
+                     backend_args=backend_args)
+
+    mm_runner_module.save_checkpoint = save
+    try:
+        yield
+    finally:
+        mm_runner_module.save_checkpoint = original
 
 
 def state_dict_mismatches(model_state: Dict, ckpt_state: Dict,
@@ -29,14 +88,40 @@ def state_dict_mismatches(model_state: Dict, ckpt_state: Dict,
 
 @RUNNERS.register_module()
 class SafeRunner(Runner):
-    """Refuses to resume from a checkpoint of a different model.
+    """mmengine's Runner made safe for long, multi-process runs.
 
-    mmengine loads a resume checkpoint non-strictly: a checkpoint from another
-    model (another backbone, another ``num_classes``) is partly skipped with a
-    warning and the run goes on from a wrong state. A resume must restore
-    everything, so here every key and shape must match, and the error says
-    which ones differ and what to do. ``load_from`` (fine-tuning) keeps
-    mmengine's lenient behaviour.
+    - Strict resume: mmengine loads a resume checkpoint non-strictly, so a
+      checkpoint from another model (another backbone, another
+      ``num_classes``) is partly skipped with a warning and the run goes on
+      from a wrong state. A resume must restore everything, so here every key
+      and shape must match, and the error says which ones differ and what to
+      do. ``load_from`` (fine-tuning) keeps mmengine's lenient behaviour.
+    - Atomic checkpoints: local checkpoint files and the ``last_checkpoint``
+      pointer are written to a temporary file, fsync-ed and renamed, so a
+      kill during a save never leaves a truncated file under a checkpoint
+      name.
+    - Robust automatic resume (``--resume`` without a path): the pointer is
+      not trusted blindly. If it is missing, empty or names a missing file,
+      the newest checkpoint of the work dir is used; if the chosen file is
+      truncated or corrupt, the next older one is tried, with a warning that
+      names the skipped file (left in place). A file refused as unsafe, or a
+      checkpoint of another model, stops the run instead. If no checkpoint
+      can be read, the run stops rather than start over.
+    - ``before_save_checkpoint`` runs on every process: mmengine calls it on
+      the main process only, so a hook with a collective there (the
+      soft-label bank sums its per-process statistics into mid-epoch
+      checkpoints) would leave the other processes waiting in a different
+      collective. Only the main process writes files.
+    - A resumed file is checked, not trusted: it must be a training
+      checkpoint; its ``meta['config']`` (which mmengine would run as Python)
+      is dropped, and so are message-hub paths outside this run's checkpoint
+      folders (which mmengine's ``CheckpointHook`` would delete).
+    - Resuming from a checkpoint taken in the middle of an epoch continues
+      that epoch where it stopped (:class:`SafeEpochBasedTrainLoop`, used for
+      ``train_cfg=dict(by_epoch=True)``), rather than training its first
+      batches twice.
+    - A misspelt ``type`` in the model config is reported with its place in
+      the config and the closest registered names.
     """
 
     _resuming = False
@@ -44,9 +129,38 @@ class SafeRunner(Runner):
     def resume(self, filename, *args, **kwargs):
         self._resuming = True
         try:
-            return super().resume(filename, *args, **kwargs)
+            super().resume(filename, *args, **kwargs)
         finally:
             self._resuming = False
+        self._continue_mid_epoch()
+
+    def build_train_loop(self, loop):
+        """``by_epoch=True`` builds :class:`SafeEpochBasedTrainLoop`."""
+        if isinstance(loop, dict) and 'type' not in loop and \
+                loop.get('by_epoch', False):
+            loop = dict(loop)
+            loop.pop('by_epoch')
+            loop['type'] = SafeEpochBasedTrainLoop
+        return super().build_train_loop(loop)
+
+    def _continue_mid_epoch(self) -> None:
+        loop = self.train_loop
+        if not isinstance(loop, SafeEpochBasedTrainLoop):
+            return
+        per_epoch = len(loop.dataloader)
+        done = loop.iter - loop.epoch * per_epoch
+        if 0 < done <= per_epoch:
+            loop.skip_batches = done
+            self.logger.info(
+                f'Resuming in the middle of epoch {loop.epoch + 1}: its '
+                f'first {done} of {per_epoch} batches were trained before '
+                'the checkpoint and are skipped.')
+        elif done != 0:
+            self.logger.warning(
+                f'The checkpoint\'s iteration {loop.iter} does not fall in '
+                f'epoch {loop.epoch + 1} at {per_epoch} iterations per epoch '
+                '(batch size, data or number of processes changed?); the '
+                'epoch is trained from its start.')
 
     def load_checkpoint(self, filename, map_location='cpu', strict=False,
                         revise_keys=[(r'^module.', '')]):
@@ -54,9 +168,11 @@ class SafeRunner(Runner):
             return super().load_checkpoint(filename, map_location, strict,
                                            revise_keys)
         checkpoint = _load_checkpoint(filename, map_location=map_location)
+        self._check_training_checkpoint(checkpoint, filename)
+        self._sanitize_resumed(checkpoint, filename)
         model = self.model.module if is_model_wrapper(self.model) \
             else self.model
-        state = checkpoint.get('state_dict', checkpoint)
+        state = checkpoint['state_dict']
         problems = state_dict_mismatches(model.state_dict(), state)
         if problems:
             raise RuntimeError(
@@ -73,3 +189,177 @@ class SafeRunner(Runner):
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
+
+    @staticmethod
+    def _check_training_checkpoint(checkpoint, filename) -> None:
+        meta = checkpoint.get('meta') if isinstance(checkpoint, dict) \
+            else None
+        if not (isinstance(meta, dict) and isinstance(
+                checkpoint.get('state_dict'), dict)
+                and all(isinstance(meta.get(k), int) and meta[k] >= 0
+                        for k in ('epoch', 'iter'))):
+            raise CheckpointError(
+                f'Cannot resume from "{filename}": it is not a training '
+                'checkpoint of this project (a dict with state_dict and meta '
+                'epoch/iter). To start a new run from its weights use '
+                'load_from and a new --work-dir; nothing in the work dir was '
+                'changed.')
+
+    def _own_dirs(self) -> List[str]:
+        """Folders this run writes checkpoints to."""
+        dirs = [self.work_dir]
+        for hook in self.hooks:
+            out_dir = getattr(hook, 'out_dir', None)
+            if isinstance(hook, CheckpointHook) and isinstance(out_dir, str):
+                dirs += [out_dir, osp.join(out_dir, osp.basename(
+                    osp.normpath(self.work_dir)))]
+        return [osp.realpath(d) if '://' not in d else d for d in dirs]
+
+    def _sanitize_resumed(self, checkpoint: dict, filename: str) -> None:
+        """Drop what mmengine would act on unchecked in a resumed file.
+
+        - ``meta['config']``: mmengine parses it with ``Config.fromstring``,
+          i.e. runs it as Python (only to compare GPU counts); mmengine
+          itself writes ``meta['cfg']``, so this is never needed.
+        - paths in the message hub (``best_ckpt*``, ``last_ckpt``):
+          ``CheckpointHook`` deletes the previous best checkpoint by this
+          path when a better one is saved, so a path outside this run's
+          checkpoint folders (a crafted file, or a checkpoint copied from
+          another run) would delete a file elsewhere; ``keep_ckpt_ids``
+          must be step numbers.
+        """
+        meta = checkpoint['meta']
+        if 'config' in meta:
+            meta.pop('config')
+            self.logger.warning(
+                f'Ignored meta["config"] of "{filename}": mmengine would run '
+                'it as Python code.')
+        hub = checkpoint.get('message_hub')
+        runtime = hub.get('runtime_info') if isinstance(hub, dict) else None
+        if not isinstance(runtime, dict):
+            return
+        dirs = self._own_dirs()
+
+        def inside(path) -> bool:
+            if not isinstance(path, str):
+                return False
+            if '://' in path:
+                return any(path.startswith(d.rstrip('/') + '/') for d in dirs)
+            real = osp.realpath(path)
+            return any(real.startswith(d.rstrip(osp.sep) + osp.sep)
+                       for d in dirs if '://' not in d)
+
+        for key in list(runtime):
+            value = runtime[key]
+            if (key == 'last_ckpt' or key.startswith('best_ckpt')) \
+                    and not inside(value):
+                runtime.pop(key)
+                self.logger.warning(
+                    f'Ignored {key}={value!r} of "{filename}": not in this '
+                    f'run\'s checkpoint folders {dirs} (CheckpointHook '
+                    'deletes the previous best checkpoint by such a path).')
+            elif key == 'keep_ckpt_ids' and not (
+                    isinstance(value, (list, tuple))
+                    and all(type(v) is int for v in value)):
+                runtime.pop(key)
+                self.logger.warning(
+                    f'Ignored keep_ckpt_ids={value!r} of "{filename}": not a '
+                    'list of step numbers.')
+
+    # --- model building -------------------------------------------------
+
+    def build_model(self, model):
+        try:
+            return super().build_model(model)
+        except KeyError as e:
+            if not isinstance(model, dict):
+                raise
+            from mmpretrain.registry import MODELS
+            items = unknown_types(model, MODELS)
+            if not items:
+                raise
+            raise UnknownTypeError(
+                'Cannot build the model: '
+                + describe_unknown_types(items, 'model.')
+                + '\nRegistered model types are listed by '
+                '`python -c "import skd_bnn_mm; from mmpretrain.registry '
+                'import MODELS; print(sorted(MODELS.module_dict))"`.') from e
+
+    # --- saving ---------------------------------------------------------
+
+    def save_checkpoint(self, out_dir, filename, file_client_args=None,
+                        save_optimizer=True, save_param_scheduler=True,
+                        meta=None, by_epoch=True, backend_args=None):
+        if not is_main_process():
+            # match the collectives of the main process's hooks; write nothing
+            model = self.model.module if is_model_wrapper(self.model) \
+                else self.model
+            checkpoint = dict(meta=dict(meta or {}),
+                              state_dict=model.state_dict())
+            self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+            return
+        with _atomic_local_saves():
+            super().save_checkpoint(
+                out_dir, filename, file_client_args=file_client_args,
+                save_optimizer=save_optimizer,
+                save_param_scheduler=save_param_scheduler, meta=meta,
+                by_epoch=by_epoch, backend_args=backend_args)
+        filepath = osp.join(out_dir, filename)
+        # CheckpointHook announces the file it will point last_checkpoint at
+        # before saving; write the pointer atomically now. (The hook then
+        # rewrites the same text in place; if that is interrupted, the
+        # automatic resume falls back to scanning the work dir.)
+        if (_is_local(filepath, file_client_args, backend_args)
+                and self.message_hub.get_info('last_ckpt') == filepath):
+            atomic_write_text(osp.join(self.work_dir, POINTER), filepath)
+
+    # --- automatic resume -----------------------------------------------
+
+    def _checkpoint_name_templates(self):
+        tmpls, dirs = [], []
+        for hook in self.hooks:
+            if isinstance(hook, CheckpointHook):
+                tmpls.append(hook.filename_tmpl)
+                out_dir = hook.out_dir
+                if isinstance(out_dir, str) and '://' not in out_dir:
+                    dirs.append(osp.join(out_dir, osp.basename(
+                        osp.normpath(self.work_dir))))
+        return tmpls or ['epoch_{}.pth', 'iter_{}.pth'], dirs
+
+    def load_or_resume(self) -> None:
+        if self._has_loaded or not (self._resume and self._load_from is None):
+            return super().load_or_resume()
+        tmpls, dirs = self._checkpoint_name_templates()
+        candidates, notes = resume_candidates(self.work_dir, tmpls, dirs)
+        for note in notes:
+            self.logger.warning(f'Automatic resume: {note}; looking for '
+                                'checkpoints in the work dir instead.')
+        if not candidates:
+            self.logger.info(f'Automatic resume: no checkpoint in '
+                             f'"{self.work_dir}"; training starts from '
+                             'scratch.')
+            return None
+        skipped = []
+        for path in candidates:
+            try:
+                self.resume(path)
+            except CorruptCheckpointError as e:
+                skipped.append(path)
+                self.logger.warning(
+                    f'Automatic resume: skipping unreadable checkpoint '
+                    f'"{path}" (left in place for inspection): {e}')
+                continue
+            self._has_loaded = True
+            if skipped:
+                self.logger.warning(
+                    f'Automatic resume: resumed from "{path}", older than '
+                    f'the unreadable {skipped}; the epochs after it are '
+                    'trained again.')
+            else:
+                self.logger.info(f'Automatic resume from "{path}".')
+            return None
+        raise CorruptCheckpointError(
+            f'Automatic resume: none of the checkpoints of "{self.work_dir}" '
+            f'can be read ({", ".join(skipped)}); nothing was changed. Pass '
+            'an intact checkpoint with --resume PATH, or train from scratch '
+            'with a new --work-dir.')

@@ -19,10 +19,16 @@ Everything else (stem, shortcuts, activations, pooling) runs unchanged on
 the teacher's own activations, so each unit feeds the next. No module is
 copied and no value leaves the device. Neither the layers nor the backbones
 know about any of this.
+
+The teacher also reuses the ``Wb`` that each binary conv computed in the
+student pass (through the conv's ``keep_standardized`` slot, when it has
+one) instead of standardising the same, unchanged weights again: the values
+are bitwise the same, one standardisation per conv and step is saved.
 """
 from collections import deque
 from contextlib import contextmanager
-from typing import Deque, Dict, Iterator, List, Sequence, Tuple, Type
+from typing import (Deque, Dict, Iterator, List, Optional, Sequence, Tuple,
+                    Type)
 
 import torch
 import torch.nn as nn
@@ -53,10 +59,13 @@ class SelfTeacher:
         binary_types: classes of binary convs; each must provide
             ``standardized_weight()`` and ``_conv_forward`` like
             :class:`~skd_bnn_mm.models.layers.IRConv2d`.
+        reuse_standardized: reuse the student pass's ``Wb`` in the teacher
+            pass for convs that offer ``keep_standardized`` (bitwise the
+            same result; ``False`` recomputes it, for comparison).
     """
 
-    def __init__(self, binary_types: Sequence[Type[nn.Module]] = (IRConv2d, )
-                 ) -> None:
+    def __init__(self, binary_types: Sequence[Type[nn.Module]] = (IRConv2d, ),
+                 reuse_standardized: bool = True) -> None:
         binary_types = tuple(binary_types)
         for cls in binary_types:
             if not (callable(getattr(cls, 'standardized_weight', None))
@@ -66,7 +75,9 @@ class SelfTeacher:
                     'teacher: it needs standardized_weight() and '
                     '_conv_forward(x, weight, bias) (see IRConv2d).')
         self.binary_types: Tuple[Type[nn.Module], ...] = binary_types
+        self.reuse_standardized = bool(reuse_standardized)
         self._cache: Dict[nn.Module, Deque[torch.Tensor]] = {}
+        self._wb: Dict[nn.Module, torch.Tensor] = {}
 
     def binary_convs(self, module: nn.Module) -> List[nn.Module]:
         return [m for m in module.modules() if isinstance(m, self.binary_types)]
@@ -74,16 +85,28 @@ class SelfTeacher:
     @contextmanager
     def student_pass(self, module: nn.Module) -> Iterator[None]:
         """Cache every binary conv output (detached) of the forward inside."""
-        self._cache = {}
-        handles = []
+        self._cache, self._wb = {}, {}
+        handles, kept = [], []
         try:
             for conv in self.binary_convs(module):
                 queue = self._cache.setdefault(conv, deque())
                 handles.append(conv.register_forward_hook(_Cache(queue)))
+                if self.reuse_standardized and hasattr(conv,
+                                                       'keep_standardized'):
+                    kept.append((conv, conv.__dict__.get('keep_standardized',
+                                                         _MISSING)))
+                    conv.keep_standardized = []
             yield
         finally:
             for handle in handles:
                 handle.remove()
+            for conv, old in kept:
+                if conv.keep_standardized:
+                    self._wb[conv] = conv.keep_standardized[0]
+                if old is _MISSING:
+                    del conv.keep_standardized  # back to the class default
+                else:
+                    conv.keep_standardized = old
 
     @contextmanager
     def teacher_pass(self, module: nn.Module) -> Iterator[None]:
@@ -98,13 +121,15 @@ class SelfTeacher:
                 'pass run inside student_pass() just before.')
         patched, norms = [], []
         try:
-            for conv in self.binary_convs(module):
-                patched.append((conv, conv.__dict__.get('forward', _MISSING)))
-                conv.forward = _TeacherConv(conv, self._cache.get(conv))
-            for norm in module.modules():
-                if isinstance(norm, _BatchNorm) and norm.track_running_stats:
-                    norm.track_running_stats = False
-                    norms.append(norm)
+            for sub in module.modules():
+                if isinstance(sub, self.binary_types):
+                    patched.append((sub, sub.__dict__.get('forward',
+                                                          _MISSING)))
+                    sub.forward = _TeacherConv(sub, self._cache.get(sub),
+                                               self._wb.get(sub))
+                elif isinstance(sub, _BatchNorm) and sub.track_running_stats:
+                    sub.track_running_stats = False
+                    norms.append(sub)
             yield
             left = [type(c).__name__ for c, q in self._cache.items() if q]
             if left:
@@ -120,7 +145,7 @@ class SelfTeacher:
                     del conv.forward
                 else:
                     conv.forward = old
-            self._cache = {}
+            self._cache, self._wb = {}, {}
 
 
 class _Cache:
@@ -136,9 +161,11 @@ class _Cache:
 class _TeacherConv:
     """Teacher forward of one binary conv: ``|y_student| * sign(r)``."""
 
-    def __init__(self, conv: nn.Module, queue) -> None:
+    def __init__(self, conv: nn.Module, queue,
+                 wb: Optional[torch.Tensor] = None) -> None:
         self.conv = conv
         self.queue = queue
+        self.wb = wb
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
@@ -147,11 +174,13 @@ class _TeacherConv:
                 f'The teacher pass called a {type(conv).__name__} more often '
                 'than the student pass did; both must run the same forward.')
         y = self.queue.popleft()
-        r = conv._conv_forward(x, conv.standardized_weight(), conv.bias)
+        wb = self.wb if self.wb is not None else conv.standardized_weight()
+        r = conv._conv_forward(x, wb, conv.bias)
         if r.shape != y.shape:
             raise RuntimeError(
                 f'Teacher conv output {tuple(r.shape)} differs from the '
                 f'student output {tuple(y.shape)} of the same call.')
-        # copysign takes the sign bit; adding +0.0 turns a -0.0 into +0.0 so
-        # that r == 0 gives +|y| (r is a fresh tensor: safe to modify)
-        return torch.copysign(y.abs(), r.add_(0.0))
+        # copysign keeps the magnitude of y and takes the sign bit of r (so
+        # no y.abs() is needed); adding +0.0 turns a -0.0 into +0.0 so that
+        # r == 0 gives +|y| (r is a fresh tensor: safe to modify)
+        return torch.copysign(y, r.add_(0.0))

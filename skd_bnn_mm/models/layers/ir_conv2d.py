@@ -1,5 +1,5 @@
 """IR-Net binary convolution: 1-bit weights and 1-bit activations."""
-from typing import Union
+from typing import List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -45,6 +45,12 @@ class IRConv2d(nn.Conv2d):
         sign (str): surrogate gradient of the sign function, one of
             :data:`~skd_bnn_mm.models.layers.SIGN_METHODS`.
     """
+
+    #: ``None``, or a list into which :meth:`forward` puts the detached
+    #: ``Wb`` of its first call. Set only around a forward pass by a caller
+    #: that needs ``Wb`` again before the weights change (the SKD teacher
+    #: pass), which then reuses it instead of standardising once more.
+    keep_standardized: Optional[List[Tensor]] = None
 
     def __init__(self,
                  in_channels: int,
@@ -105,7 +111,9 @@ class IRConv2d(nn.Conv2d):
 
     def binary_weight(self) -> Tensor:
         """``sign(Wb) * s``: the weights the conv uses, values exactly +-s."""
-        wb = self.standardized_weight()
+        return self._quantize_weight(self.standardized_weight())
+
+    def _quantize_weight(self, wb: Tensor) -> Tensor:
         return self._sign(wb) * self.weight_scale(wb)
 
     def binarize_input(self, x: Tensor) -> Tensor:
@@ -116,8 +124,12 @@ class IRConv2d(nn.Conv2d):
         return binary_sign(x, self.sign_method, self.ede_k, self.ede_t)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.binarize_input(x), self.binary_weight(),
-                                  self.bias)
+        qa = self.binarize_input(x)
+        wb = self.standardized_weight()
+        keep = self.keep_standardized
+        if keep is not None and not keep:
+            keep.append(wb.detach())
+        return self._conv_forward(qa, self._quantize_weight(wb), self.bias)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, sign={self.sign_method}'

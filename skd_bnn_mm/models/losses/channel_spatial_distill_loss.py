@@ -56,16 +56,26 @@ class ChannelSpatialDistillLoss(nn.Module):
             groups[tuple(s.shape)].append((s, t.detach()))
         total: List[torch.Tensor] = []
         for (b, c, h, w), pairs in groups.items():
-            v_s = torch.stack([s.mean(dim=(2, 3)) for s, _ in pairs])
-            v_t = torch.stack([t.mean(dim=(2, 3)) for _, t in pairs])
-            u_s = torch.stack([s.mean(dim=1).flatten(1) for s, _ in pairs])
-            u_t = torch.stack([t.mean(dim=1).flatten(1) for _, t in pairs])
+            v_s = torch.stack([_mean(s, (2, 3)) for s, _ in pairs])
+            v_t = torch.stack([_mean(t, (2, 3)) for _, t in pairs])
+            u_s = torch.stack([_mean(s, 1).flatten(1) for s, _ in pairs])
+            u_t = torch.stack([_mean(t, 1).flatten(1) for _, t in pairs])
             per_unit = (_frob(_unit_rows(v_s, detach_norm=True)
                               - _unit_rows(v_t)) / c
                         + _frob(_unit_rows(u_s, detach_norm=True)
                                 - _unit_rows(u_t)) / (h * w)) / b
             total.append(per_unit.sum())
         return self.loss_weight * torch.stack(total).sum() / len(student)
+
+
+def _mean(x: torch.Tensor, dim) -> torch.Tensor:
+    """Mean over ``dim``, at least in float32.
+
+    bf16/fp16 features (autocast) are reduced into float32 vectors, since
+    the differences of unit-norm rows below cancel most of their digits;
+    float32 and float64 features are reduced exactly as by ``x.mean(dim)``.
+    """
+    return x.mean(dim=dim, dtype=torch.promote_types(x.dtype, torch.float32))
 
 
 def _unit_rows(x: torch.Tensor, detach_norm: bool = False) -> torch.Tensor:

@@ -1,0 +1,145 @@
+"""Opt-in speed switches for training: memory format, autocast, compile.
+
+What is on by default needs no switch: the SKD teacher pass reuses the
+standardised weights of the student pass (bitwise the same values; see
+:class:`~skd_bnn_mm.models.distill.SelfTeacher`). The switches here change
+the rounding of the full-precision parts, so they are opt-in. A binary
+network amplifies rounding: a pre-activation that moves across 0 flips a
+sign, and the flips spread through the later layers, so runs with and
+without a switch separate after a few steps (docs/speed.md has numbers):
+
+- :func:`to_channels_last`: NHWC tensors for the convs. The binary convs
+  stay exact (their products are +-2^k and the sums are small integers
+  times 2^k, so any summation order gives the same float32 value); the
+  full-precision stem, the teacher's real conv and the BNs round
+  differently (on CPU the NHWC BatchNorm is markedly less accurate).
+- :func:`amp_optim_wrapper_cfg`: bf16 / fp16 autocast through the optim
+  wrapper (``AutocastOptimWrapper`` on CPU, mmengine's ``AmpOptimWrapper``
+  on CUDA).
+- :func:`compile_train_step`: ``torch.compile`` of ``train_step``, exactly
+  as mmengine does for ``compile=True`` in a config.
+
+In a training config use ``custom_hooks=[dict(type='FastPathHook',
+channels_last=True)]``, an ``optim_wrapper`` of the types above, and
+``compile=True``. docs/speed.md has the measurements and what was not
+measured (everything on CUDA).
+"""
+import copy
+import shutil
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from torch.utils.hooks import RemovableHandle
+
+AMP_CHOICES = ('none', 'bf16', 'fp16')
+
+#: attribute set on a model converted by :func:`to_channels_last`
+_MARK = '_skd_channels_last_handle'
+
+
+def _input_to_channels_last(module, args, kwargs):
+    """Forward pre-hook: the first 4-D tensor argument in NHWC layout."""
+    if args and torch.is_tensor(args[0]) and args[0].dim() == 4:
+        args = (args[0].contiguous(memory_format=torch.channels_last),
+                *args[1:])
+    elif torch.is_tensor(kwargs.get('inputs')) and kwargs['inputs'].dim() == 4:
+        kwargs = dict(kwargs, inputs=kwargs['inputs'].contiguous(
+            memory_format=torch.channels_last))
+    return args, kwargs
+
+
+def to_channels_last(model: nn.Module) -> RemovableHandle:
+    """Put 4-D parameters/buffers and the backbone input in channels-last.
+
+    Parameters are converted in place (the same ``Parameter`` objects, so an
+    optimizer built before keeps working). A forward pre-hook on
+    ``model.backbone`` (or on ``model`` when it has no backbone) converts the
+    image batch. Calling it again on the same model does nothing more.
+
+    Convert before a ``DistributedDataParallel`` wrapper is built: DDP lays
+    out its gradient buckets from the parameters' strides at construction.
+
+    Returns:
+        The handle of the input hook (``handle.remove()`` stops converting
+        inputs; the parameters keep their layout).
+    """
+    handle = model.__dict__.get(_MARK)
+    if handle is not None:
+        return handle
+    model.to(memory_format=torch.channels_last)
+    target = getattr(model, 'backbone', None)
+    if not isinstance(target, nn.Module):
+        target = model
+    handle = target.register_forward_pre_hook(_input_to_channels_last,
+                                              with_kwargs=True)
+    model.__dict__[_MARK] = handle
+    return handle
+
+
+def amp_optim_wrapper_cfg(optim_wrapper: dict, amp: str,
+                          device: str) -> dict:
+    """``optim_wrapper`` config with autocast ``amp`` on ``device``.
+
+    - ``'none'``: float32; an ``AmpOptimWrapper`` / ``AutocastOptimWrapper``
+      becomes a plain ``OptimWrapper``, anything else is unchanged.
+    - ``'bf16'``: CPU: :class:`~skd_bnn_mm.engine.optim.AutocastOptimWrapper`;
+      CUDA: ``AmpOptimWrapper(dtype='bfloat16')`` (what ``tools/train.py
+      --amp`` plus ``optim_wrapper.dtype=bfloat16`` gives).
+    - ``'fp16'``: CUDA only, ``AmpOptimWrapper`` with dynamic loss scaling
+      (``tools/train.py --amp``).
+
+    Only plain ``OptimWrapper`` / ``AmpOptimWrapper`` /
+    ``AutocastOptimWrapper`` configs can be converted.
+    """
+    if amp not in AMP_CHOICES:
+        raise ValueError(f'Unknown amp {amp!r}; choose one of '
+                         f'{", ".join(AMP_CHOICES)}')
+    cfg = copy.deepcopy(dict(optim_wrapper))
+    kind = cfg.get('type', 'OptimWrapper')
+    known = ('OptimWrapper', 'AmpOptimWrapper', 'AutocastOptimWrapper')
+    if amp == 'none' and kind not in known[1:]:
+        return cfg
+    if kind not in known:
+        raise ValueError(
+            f'Cannot add autocast to optim_wrapper type {kind!r}; use '
+            'OptimWrapper, AmpOptimWrapper or AutocastOptimWrapper.')
+    for key in ('dtype', 'loss_scale', 'device_type', 'use_fsdp'):
+        cfg.pop(key, None)
+    if amp == 'none':
+        cfg['type'] = 'OptimWrapper'
+        return cfg
+    if device == 'cpu':
+        if amp == 'fp16':
+            raise ValueError(
+                'fp16 autocast is not offered on CPU (it needs loss scaling, '
+                'which mmengine provides on CUDA only); use --amp bf16.')
+        cfg.update(type='AutocastOptimWrapper', dtype='bfloat16')
+    else:
+        cfg.update(type='AmpOptimWrapper', loss_scale='dynamic',
+                   dtype='bfloat16' if amp == 'bf16' else 'float16')
+    return cfg
+
+
+def compile_train_step(model: nn.Module,
+                       compile_cfg: Optional[dict] = None) -> nn.Module:
+    """Replace ``model.train_step`` by its ``torch.compile`` d version.
+
+    The same thing mmengine's Runner does for ``compile=True`` (or a dict of
+    ``torch.compile`` options) in a config. The SKD step graph-breaks at the
+    recorder and teacher hooks, so only pieces in between are compiled.
+    On a 2-core CPU the first SKD-BNN ResNet-20 step (batch 4) took about
+    140 s to compile and the next steps recompiled; on CUDA it is not
+    measured. Fused kernels round differently (see docs/speed.md).
+    """
+    if not callable(getattr(torch, 'compile', None)):
+        raise RuntimeError('torch.compile needs PyTorch >= 2.0; drop '
+                           '--compile / compile=True.')
+    device = next(model.parameters()).device.type
+    if device == 'cpu' and not (shutil.which('g++') or shutil.which('c++')
+                                or shutil.which('clang++')):
+        raise RuntimeError('torch.compile on CPU needs a C++ compiler '
+                           '(g++ or clang++) on PATH; install one or drop '
+                           '--compile.')
+    model.train_step = torch.compile(model.train_step, **(compile_cfg or {}))
+    return model

@@ -1,0 +1,170 @@
+"""Bad inputs: each fails early with a message that says what is wrong and
+what to do, and leaves the checkpoints of the work dir untouched.
+
+Every case runs (in-process: the same code path as tools/train.py, without
+a process start) in a copy of a finished 3-epoch run, with ``--resume``
+where the case is about resuming, and checks the exception type, the key
+phrases of its message, and that no checkpoint or ``last_checkpoint`` of the
+work dir changed (size, mtime, sha256) and none was added.
+"""
+import shutil
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Sequence
+
+import pytest
+import torch
+from reliability_utils import (EPOCHS, ITERS_PER_EPOCH, build_runner,
+                               copy_work_dir, load, snapshot)
+
+from skd_bnn_mm.engine.runner.safe_runner import UnknownTypeError
+from skd_bnn_mm.utils import CheckpointError
+
+
+@dataclass
+class Case:
+    name: str
+    error: type
+    phrases: Sequence[str]
+    overrides: Dict = field(default_factory=dict)
+    # prepare(work, data_root, tmp_path) -> extra overrides
+    prepare: Optional[Callable] = None
+    # patch(runner) before train()
+    patch: Optional[Callable] = None
+
+
+def _empty_data(work, data_root, tmp):
+    (tmp / 'empty').mkdir()
+    # download=False: no network in tests (with it, a failed download adds
+    # its error to the same message)
+    return {'train_dataloader.dataset.data_root': str(tmp / 'empty'),
+            'train_dataloader.dataset.download': False}
+
+
+def _corrupt_data(work, data_root, tmp):
+    copy = tmp / 'data'
+    shutil.copytree(data_root, copy)
+    batch = copy / 'cifar-10-batches-py' / 'data_batch_1'
+    batch.write_bytes(b'\x80\x04 this is not a pickle' * 100)
+    return {'train_dataloader.dataset.data_root': str(copy)}
+
+
+def _resume(name):
+    def prepare(work, data_root, tmp):
+        return {'resume': True, 'load_from': str(work / name)}
+    return prepare
+
+
+def _resume_broken(kind):
+    def prepare(work, data_root, tmp):
+        path = tmp / f'{kind}.pth'
+        if kind == 'empty':
+            path.write_bytes(b'')
+        elif kind == 'truncated':
+            data = (work / 'epoch_3.pth').read_bytes()
+            path.write_bytes(data[:len(data) // 2])
+        elif kind == 'weights_only':
+            torch.save(load(work / 'epoch_3.pth')['state_dict'], path)
+        return {'resume': True, 'load_from': str(path)}
+    return prepare
+
+
+def _nan_at_second_call(runner):
+    """loss_feat becomes NaN in the 2nd step after resuming at epoch 2."""
+    loss = runner.model.feat_loss
+    forward, calls = loss.forward, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        value = forward(*args, **kwargs)
+        return value * float('nan') if len(calls) == 2 else value
+
+    loss.forward = poisoned
+
+
+NAN_ITER = 2 * ITERS_PER_EPOCH + 2  # epoch 3, its 2nd iteration
+
+CASES = [
+    Case('missing_data', FileNotFoundError,
+         ['CIFAR-10 not found', 'data_batch_1', 'CIFAR10_ROOT',
+          'make_cifar10.py'], prepare=_empty_data),
+    Case('corrupt_data_file', RuntimeError,
+         ['CIFAR-10 file', 'is corrupt', 'get the data again'],
+         prepare=_corrupt_data),
+    Case('checksum_mismatch', RuntimeError,
+         ['do not match the official MD5', 'verify_md5=False',
+          'CIFAR10_VERIFY_MD5=False'],
+         {'train_dataloader.dataset.verify_md5': True}),
+    Case('unknown_layer', UnknownTypeError,
+         ["unknown type 'IRConv2dd' at model.backbone.conv_cfg.type",
+          "did you mean 'IRConv2d'"],
+         {'model.backbone.conv_cfg.type': 'IRConv2dd'}),
+    Case('unknown_sign', ValueError,
+         ["Unknown sign method 'edge'", 'ede, ste, approx'],
+         {'model.backbone.conv_cfg.sign': 'edge'}),
+    Case('unknown_backbone', UnknownTypeError,
+         ["unknown type 'BNNResNet21CIFAR' at model.backbone.type",
+          "'BNNResNet20CIFAR'"],
+         {'model.backbone.type': 'BNNResNet21CIFAR'}),
+    Case('unknown_loss', UnknownTypeError,
+         ["unknown type 'SoftLabelKLLos'", "did you mean 'SoftLabelKLLoss'"],
+         {'model.distill.label_loss.type': 'SoftLabelKLLos'}),
+    Case('unknown_unit_name', ValueError,
+         ["unknown unit module name(s) ['layer4.0.act1']",
+          'candidate names', 'layer3.2.act2'],
+         {'model.distill.units': ['layer4.0.act1']}),
+    Case('wrong_num_classes_on_resume', RuntimeError,
+         ['Cannot resume from', 'different model', 'head.fc.weight',
+          'num_classes', 'load_from'],
+         {'model.head.num_classes': 5}, prepare=_resume('epoch_2.pth')),
+    Case('empty_checkpoint', CheckpointError,
+         ['is empty (0 bytes)', 'Use an earlier checkpoint'],
+         prepare=_resume_broken('empty')),
+    Case('truncated_checkpoint', CheckpointError,
+         ['truncated or corrupt', 'use an earlier checkpoint'],
+         prepare=_resume_broken('truncated')),
+    Case('missing_checkpoint', CheckpointError,
+         ['does not exist', '--resume'],
+         prepare=_resume_broken('missing')),
+    Case('not_a_training_checkpoint', CheckpointError,
+         ['not a training checkpoint', 'load_from'],
+         prepare=_resume_broken('weights_only')),
+    Case('nan_loss', FloatingPointError,
+         [f'loss_feat is nan at epoch {EPOCHS}, iteration {NAN_ITER}',
+          'Lower the learning rate', 'resume from an earlier checkpoint'],
+         prepare=_resume('epoch_2.pth'), patch=_nan_at_second_call),
+    Case('negative_temperature', ValueError,
+         ['SoftLabelKLLoss', 'temperature must be finite and >= 0', '-4'],
+         {'model.distill.label_loss.temperature': -4.0}),
+    Case('negative_loss_weight', ValueError,
+         ['LabelClusterLoss', 'loss_weight must be finite and >= 0'],
+         {'model.distill.cluster_loss.loss_weight': -0.01}),
+    Case('ede_t_min_not_below_t_max', ValueError,
+         ['EDEHook needs 0 < t_min < t_max', 't_min=10.0', 't_max=1.0'],
+         {'custom_hooks.0.t_min': 10.0, 'custom_hooks.0.t_max': 1.0}),
+    Case('warmup_longer_than_schedule', ValueError,
+         ['warmup (5) must be shorter than the schedule'],
+         {'param_scheduler.warmup': 5}),
+    Case('no_convolution_to_binarize', ValueError,
+         ['has no nn.Conv2d module to binarise'],
+         {'model.backbone': dict(_delete_=True, type='BinarizedBackbone',
+                                 backbone=dict(type='PoolBNNeck',
+                                               in_channels=16))}),
+]
+
+
+@pytest.mark.parametrize('case', CASES, ids=[c.name for c in CASES])
+def test_bad_input(case, reference_run, data_root, tmp_path):
+    work = copy_work_dir(reference_run, tmp_path / 'work')
+    before = snapshot(work)
+    overrides = dict(case.overrides)
+    if case.prepare is not None:
+        overrides.update(case.prepare(work, data_root, tmp_path))
+    with pytest.raises(case.error) as info:
+        runner = build_runner(work, data_root, **overrides)
+        if case.patch is not None:
+            case.patch(runner)
+        runner.train()
+    message = str(info.value)
+    for phrase in case.phrases:
+        assert phrase in message, f'{phrase!r} not in: {message}'
+    assert snapshot(work) == before
