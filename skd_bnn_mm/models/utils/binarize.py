@@ -189,7 +189,10 @@ def binarize(model: nn.Module,
     if not all_convs:
         raise ValueError(
             f'binarize(): {type(model).__name__} has no nn.Conv2d module to '
-            f'binarise.')
+            'binarise (only nn.Conv2d layers are converted; linear layers '
+            'stay full precision). Pass the model that holds the '
+            'convolutions, e.g. the backbone, or drop the conversion for a '
+            'model without any.')
     names = list(all_convs)
     include = _check_patterns('include', include, names)
     exclude = _check_patterns('exclude', exclude, names)
