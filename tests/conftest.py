@@ -2,8 +2,8 @@
 
 Tests that need real images unpack small per-class subsets of the bundled
 CIFAR-10 copy with its own ``make_cifar10.py``. The bundle is looked up in
-``$CIFAR10_BUNDLE_DIR`` and then in ``../shared/data/cifar10`` next to the
-checkout. When it is absent such tests are skipped with a visible reason,
+``$CIFAR10_BUNDLE_DIR``, then in ``../shared/data/cifar10`` next to the
+checkout, then next to the local repository it was cloned from. When it is absent such tests are skipped with a visible reason,
 unless ``SKD_BNN_REQUIRE_DATA=1`` (set by ``.ci/run``) turns that into a
 failure, so CI can never skip them silently.
 """
@@ -17,10 +17,26 @@ import pytest
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def _origin_dir():
+    """Local folder this checkout was cloned from, if any (a fresh clone in
+    a temporary folder finds the bundle next to its origin)."""
+    try:
+        url = subprocess.run(['git', '-C', ROOT, 'remote', 'get-url',
+                              'origin'], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    url = url[len('file://'):] if url.startswith('file://') else url
+    return url if osp.isdir(url) else None
+
+
 def find_bundle_dir():
+    origin = _origin_dir()
     for cand in (os.environ.get('CIFAR10_BUNDLE_DIR'),
                  osp.join(ROOT, '..', 'shared', 'data', 'cifar10'),
-                 osp.join(ROOT, 'shared', 'data', 'cifar10')):
+                 osp.join(ROOT, 'shared', 'data', 'cifar10'),
+                 origin and osp.join(origin, '..', 'shared', 'data',
+                                     'cifar10')):
         if cand and osp.isfile(osp.join(cand, 'make_cifar10.py')):
             return osp.abspath(cand)
     return None
