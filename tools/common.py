@@ -35,6 +35,18 @@ def check_config_path(path):
         + ', '.join(sorted(hint)[:20]))
 
 
+def shutdown_distributed():
+    """Destroy the process group while the interpreter is still alive.
+
+    Without it, gloo's worker threads can outlive interpreter finalisation
+    and abort the process (SIGABRT, "terminate called without an active
+    exception") after training has finished, which fails the launch.
+    """
+    import torch.distributed as torch_dist
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
 def apply_launcher(cfg):
     """Make distributed launches work on machines without CUDA.
 

@@ -12,7 +12,7 @@ from mmengine.config import Config, DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools.common import (apply_launcher, check_config_path,  # noqa: E402
-                          import_plugin)
+                          import_plugin, shutdown_distributed)
 
 
 def parse_args(argv=None):
@@ -69,7 +69,10 @@ def main(argv=None):
         from mmpretrain.evaluation import DumpResults
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    finally:
+        shutdown_distributed()
     if args.out and args.out_item == 'metrics':
         import mmengine
         mmengine.dump(metrics, args.out)

@@ -12,7 +12,7 @@ from mmengine.config import Config, DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools.common import (apply_launcher, check_config_path,  # noqa: E402
-                          import_plugin)
+                          import_plugin, shutdown_distributed)
 
 
 def parse_args(argv=None):
@@ -108,7 +108,10 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

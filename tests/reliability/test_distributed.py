@@ -44,9 +44,11 @@ def _dist_train(config, work, data_root, *args):
     proc = subprocess.run(
         ['bash', DIST_TRAIN, config, '2', '--work-dir', str(work), *args],
         env=cli_env(data_root, PORT=_free_port()), cwd=ROOT,
-        capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=300)
+    out = proc.stdout  # both streams, in order: shows when a process died
+    assert proc.returncode == 0, out[-6000:]
+    assert 'terminate called' not in out, out[-6000:]
     return out
 
 
