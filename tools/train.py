@@ -24,8 +24,10 @@ def parse_args(argv=None):
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint; without a value, resume from the '
         'latest checkpoint in the work dir')
-    parser.add_argument('--amp', action='store_true',
-                        help='enable automatic mixed precision training')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='mixed precision: fp16 AMP with loss scaling on CUDA, bfloat16 '
+        'autocast on the CPU')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate checkpoints during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -47,6 +49,31 @@ def parse_args(argv=None):
     return args
 
 
+def apply_amp(cfg):
+    """``--amp``: mmengine's AmpOptimWrapper (fp16, dynamic loss scale) on
+    CUDA, as mmpretrain does; without CUDA, where AmpOptimWrapper refuses to
+    start, bf16 autocast through AutocastOptimWrapper (bf16 needs no loss
+    scaling)."""
+    import torch
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    allowed = ('OptimWrapper', 'AmpOptimWrapper', 'AutocastOptimWrapper')
+    if wrapper not in allowed:
+        raise SystemExit(f'--amp works with optim_wrapper types {allowed}, '
+                         f'not {wrapper!r}; set the mixed-precision options '
+                         'of that wrapper in the config instead.')
+    if torch.cuda.is_available():
+        if wrapper != 'AutocastOptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        return
+    if wrapper == 'AmpOptimWrapper':
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            cfg.optim_wrapper.pop(key, None)
+    cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+    print('--amp without CUDA: bfloat16 autocast (AutocastOptimWrapper).',
+          flush=True)
+
+
 def merge_args(cfg, args):
     """Fold command-line switches into the config."""
     if args.no_validate:
@@ -62,12 +89,7 @@ def merge_args(cfg, args):
                                 osp.splitext(osp.basename(args.config))[0])
 
     if args.amp:
-        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        assert optim_wrapper in ['OptimWrapper', 'AmpOptimWrapper'], \
-            '`--amp` is not supported with custom optim_wrapper type ' \
-            f'`{optim_wrapper}`.'
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        apply_amp(cfg)
 
     if args.resume == 'auto':
         cfg.resume = True

@@ -1,8 +1,10 @@
 """tools/train.py, --resume, tools/test.py and dist_train.sh from the command line."""
 import json
+import math
 import os
 import os.path as osp
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -137,10 +139,46 @@ def test_unknown_config_lists_configs(tmp_path):
     assert 'does not exist' in proc.stderr and 'configs/' in proc.stderr
 
 
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_amp_without_cuda_trains_with_bf16_autocast(cifar10_subset,
+                                                    tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip('checks the CPU mapping of --amp')
+    root = cifar10_subset(20, 10)
+    proc = run([sys.executable, TRAIN, TINY, '--work-dir', str(tmp_path),
+                '--amp', '--no-validate', '--cfg-options',
+                'train_cfg.max_epochs=2'], root)
+    assert 'bfloat16 autocast (AutocastOptimWrapper)' in proc.stdout
+    ckpt = torch.load(tmp_path / 'epoch_2.pth', weights_only=False)
+    assert ckpt['meta']['epoch'] == 2
+    losses = [s['loss'] for s in scalars(tmp_path) if 'loss' in s]
+    assert losses and all(math.isfinite(v) for v in losses)
+
+
+def test_amp_keeps_other_wrappers_away():
+    sys.path.insert(0, ROOT)
+    from mmengine.config import Config
+    from tools.train import apply_amp
+    cfg = Config(dict(optim_wrapper=dict(type='ApexOptimWrapper')))
+    with pytest.raises(SystemExit, match='ApexOptimWrapper'):
+        apply_amp(cfg)
+    if not torch.cuda.is_available():
+        cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper',
+                                             loss_scale=512.0)))
+        apply_amp(cfg)
+        assert cfg.optim_wrapper.type == 'AutocastOptimWrapper'
+        assert 'loss_scale' not in cfg.optim_wrapper
+
+
 def test_dist_train_two_processes_on_cpu(cifar10_subset, tmp_path):
     root = cifar10_subset(20, 10)
     env = dict(os.environ, CIFAR10_ROOT=root, CIFAR10_VERIFY_MD5='False',
-               PYTHON=sys.executable, PORT='29731')
+               PYTHON=sys.executable, PORT=str(_free_port()))
     proc = subprocess.run(
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), TINY, '2',
          '--work-dir', str(tmp_path), '--cfg-options',
