@@ -170,3 +170,26 @@ def test_losses_are_registered():
                       ChannelSpatialDistillLoss)
     assert isinstance(MODELS.build(dict(type='LabelClusterLoss')),
                       LabelClusterLoss)
+
+
+def test_label_losses_run_in_float32_for_bf16_inputs():
+    """Under autocast the head gives bf16 logits/features: the losses must
+    equal the float32 computation on the same (bf16-rounded) values."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 10, generator=g).bfloat16().requires_grad_()
+    target = torch.randn(16, 10, generator=g)
+    feats = torch.randn(16, 32, generator=g).bfloat16().requires_grad_()
+    labels = torch.randint(0, 10, (16, ), generator=g)
+    kl, cluster = SoftLabelKLLoss(), LabelClusterLoss()
+    for loss, args, ref_args in (
+            (kl, (logits, target), (logits.detach().float(), target)),
+            (cluster, (feats, labels, 10),
+             (feats.detach().float(), labels, 10))):
+        got = loss(*args)
+        assert got.dtype == torch.float32
+        ref = loss(*ref_args)
+        assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+        got.backward()
+    # gradients reach the bf16 tensors, in their dtype
+    assert logits.grad.dtype == feats.grad.dtype == torch.bfloat16
+    assert logits.grad.abs().sum() > 0 and feats.grad.abs().sum() > 0

@@ -17,7 +17,7 @@ class LabelClusterLoss(nn.Module):
     (detached: a target, not a path for gradients); the loss is
     ``loss_weight * mean_i (1 - cos(P_i, c_{y_i})) / 2``, in ``[0, 1]``.
     Centres are computed with ``index_add_`` over ``num_classes`` rows, with
-    no loop over classes and no host sync.
+    no loop over classes and no host sync, in at least float32.
 
     Args:
         loss_weight (float): ``gamma``, >= 0. Defaults to 0.01.
@@ -43,6 +43,9 @@ class LabelClusterLoss(nn.Module):
                 f'got {tuple(feats.shape)} and {tuple(labels.shape)}')
         if num_classes is None:
             num_classes = int(labels.max()) + 1
+        # at least float32: bf16/fp16 features (autocast) would sum into
+        # coarse centres and round cosines close to 1
+        feats = feats.to(torch.promote_types(feats.dtype, torch.float32))
         detached = feats.detach()
         sums = detached.new_zeros(num_classes, feats.shape[1])
         sums.index_add_(0, labels, detached)

@@ -13,7 +13,8 @@ class SoftLabelKLLoss(nn.Module):
 
     ``target`` are the soft-label bank's logits for each sample's class
     (``[B, C]``, no gradient); the KL is summed over classes and averaged over
-    the batch. ``T^2`` keeps the gradient scale independent of ``T``.
+    the batch. ``T^2`` keeps the gradient scale independent of ``T``. It is
+    computed in at least float32, also for bf16/fp16 logits (autocast).
 
     Args:
         loss_weight (float): ``beta``, >= 0. Defaults to 0.05.
@@ -36,7 +37,10 @@ class SoftLabelKLLoss(nn.Module):
                 f'shape [B, C], got {tuple(logits.shape)} and '
                 f'{tuple(target.shape)}')
         t = self.temperature
-        log_p = F.log_softmax(logits / t, dim=1)
-        log_q = F.log_softmax(target.detach().to(logits.dtype) / t, dim=1)
+        # at least float32: under bf16/fp16 autocast the KL of two close
+        # distributions would lose most of its digits
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        log_p = F.log_softmax(logits.to(dtype) / t, dim=1)
+        log_q = F.log_softmax(target.detach().to(dtype) / t, dim=1)
         kl = F.kl_div(log_p, log_q, reduction='batchmean', log_target=True)
         return self.loss_weight * t * t * kl
