@@ -68,3 +68,21 @@ def test_unknown_method_lists_available():
         binary_sign(torch.zeros(2), 'bogus')
     for name in SIGN_METHODS:
         assert name in str(err.value)
+
+
+def test_ede_gradient_of_bf16_activations_uses_float32_k_and_t():
+    """Autocast gives bf16 activations; t = 10**(-3 + 4 * e / E) is not a
+    bf16 number. The gradient must be the float32 formula at the bf16
+    input, rounded once to bf16 (not the formula with k, t rounded)."""
+    k, t = 1.0, 10**(-3 + 4 * 517 / 700)  # the paper's schedule, epoch 517
+    x32 = torch.tensor(POINTS) * 0.1
+    x = x32.bfloat16().requires_grad_()
+    up = torch.full_like(x, 0.5)
+    y = binary_sign(x, 'ede', k=torch.tensor(k), t=torch.tensor(t))
+    g, = torch.autograd.grad(y, x, up)
+    assert y.dtype == g.dtype == torch.bfloat16
+    xf = x.detach().float()
+    expected = (0.5 * k * t * (1 - torch.tanh(t * xf)**2)).bfloat16()
+    assert torch.equal(g, expected)
+    rounded_t = float(torch.tensor(t).bfloat16())
+    assert rounded_t != pytest.approx(t, rel=1e-4)  # the test can tell

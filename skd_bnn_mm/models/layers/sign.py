@@ -47,8 +47,13 @@ class _SignEDE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, k, t = ctx.saved_tensors
-        deriv = k * t * (1 - torch.tanh(t * x).pow(2))
-        return (grad_out * deriv).to(grad_out.dtype), None, None
+        # in at least float32 (k, t are kept so): with bf16 activations a
+        # 0-dim k or t would otherwise be rounded to bf16 (up to 0.2%)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x = x.to(dtype)
+        deriv = k.to(dtype) * t.to(dtype) * (1 - torch.tanh(t.to(dtype) * x)
+                                             .pow(2))
+        return (grad_out.to(dtype) * deriv).to(grad_out.dtype), None, None
 
 
 class _SignSTE(torch.autograd.Function):
@@ -93,8 +98,9 @@ def _as_scalar_tensor(value: Optional[Scalar], default: float,
                       ref: Tensor) -> Tensor:
     if value is None:
         value = default
-    return torch.as_tensor(value, device=ref.device).to(
-        ref.dtype if ref.is_floating_point() else torch.float32)
+    dtype = (torch.promote_types(ref.dtype, torch.float32)
+             if ref.is_floating_point() else torch.float32)
+    return torch.as_tensor(value, device=ref.device).to(dtype)
 
 
 def binary_sign(x: Tensor,
