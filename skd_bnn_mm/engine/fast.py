@@ -126,20 +126,25 @@ def compile_train_step(model: nn.Module,
     """Replace ``model.train_step`` by its ``torch.compile`` d version.
 
     The same thing mmengine's Runner does for ``compile=True`` (or a dict of
-    ``torch.compile`` options) in a config. The SKD step graph-breaks at the
-    recorder and teacher hooks, so only pieces in between are compiled.
-    On a 2-core CPU the first SKD-BNN ResNet-20 step (batch 4) took about
-    140 s to compile and the next steps recompiled; on CUDA it is not
+    ``torch.compile`` options) in a config. The backbone is traced twice
+    (student pass with gradients, teacher pass without) and both traces are
+    reused from the third step on (the second compiles the optimizer's
+    momentum state): the teacher keeps one patched forward per conv across
+    steps, since a new one each step would fail compile's guards and
+    retrace every step. On a 2-core CPU the first SKD-BNN ResNet-20 step
+    (batch 4) took about 140 s to compile with inductor; on CUDA it is not
     measured. Fused kernels round differently (see docs/speed.md).
     """
     if not callable(getattr(torch, 'compile', None)):
         raise RuntimeError('torch.compile needs PyTorch >= 2.0; drop '
                            '--compile / compile=True.')
+    compile_cfg = dict(compile_cfg or {})
     device = next(model.parameters()).device.type
-    if device == 'cpu' and not (shutil.which('g++') or shutil.which('c++')
+    backend = compile_cfg.get('backend', 'inductor')
+    if device == 'cpu' and backend == 'inductor' and not (shutil.which('g++') or shutil.which('c++')
                                 or shutil.which('clang++')):
         raise RuntimeError('torch.compile on CPU needs a C++ compiler '
                            '(g++ or clang++) on PATH; install one or drop '
                            '--compile.')
-    model.train_step = torch.compile(model.train_step, **(compile_cfg or {}))
+    model.train_step = torch.compile(model.train_step, **compile_cfg)
     return model

@@ -78,6 +78,10 @@ class SelfTeacher:
         self.reuse_standardized = bool(reuse_standardized)
         self._cache: Dict[nn.Module, Deque[torch.Tensor]] = {}
         self._wb: Dict[nn.Module, torch.Tensor] = {}
+        # one teacher forward per conv, kept across steps: torch.compile
+        # guards on the identity of ``conv.forward``, and a new object every
+        # step would recompile the backbone every step
+        self._forwards: Dict[nn.Module, '_TeacherConv'] = {}
 
     def binary_convs(self, module: nn.Module) -> List[nn.Module]:
         return [m for m in module.modules() if isinstance(m, self.binary_types)]
@@ -125,8 +129,12 @@ class SelfTeacher:
                 if isinstance(sub, self.binary_types):
                     patched.append((sub, sub.__dict__.get('forward',
                                                           _MISSING)))
-                    sub.forward = _TeacherConv(sub, self._cache.get(sub),
-                                               self._wb.get(sub))
+                    forward = self._forwards.get(sub)
+                    if forward is None:
+                        forward = self._forwards[sub] = _TeacherConv(sub)
+                    forward.queue = self._cache.get(sub)
+                    forward.wb = self._wb.get(sub)
+                    sub.forward = forward
                 elif isinstance(sub, _BatchNorm) and sub.track_running_stats:
                     sub.track_running_stats = False
                     norms.append(sub)
@@ -141,6 +149,8 @@ class SelfTeacher:
             for norm in norms:
                 norm.track_running_stats = True
             for conv, old in patched:
+                forward = self._forwards[conv]
+                forward.queue = forward.wb = None  # keep no tensors alive
                 if old is _MISSING:
                     del conv.forward
                 else:
@@ -161,7 +171,7 @@ class _Cache:
 class _TeacherConv:
     """Teacher forward of one binary conv: ``|y_student| * sign(r)``."""
 
-    def __init__(self, conv: nn.Module, queue,
+    def __init__(self, conv: nn.Module, queue=None,
                  wb: Optional[torch.Tensor] = None) -> None:
         self.conv = conv
         self.queue = queue
