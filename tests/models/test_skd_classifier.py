@@ -133,9 +133,24 @@ def test_teacher_and_recorders_only_in_loss_mode(monkeypatch):
         model(x, mode='tensor')
     assert len(backbone_calls) == 4 and len(records) == 2
     assert preds[0].pred_score.shape == (3, )
-    for m in model.backbone.modules():
-        assert not m._forward_hooks or m is model.backbone
-        assert 'forward' not in m.__dict__
+    # the recording hooks and the convs' pass forwards stay, idle outside
+    # 'loss'; a second step installs nothing new
+    def installed():
+        return {name: (list(m._forward_hooks.values()),
+                       m.__dict__.get('forward'))
+                for name, m in model.backbone.named_modules()
+                if m._forward_hooks or 'forward' in m.__dict__}
+
+    before = installed()
+    assert before
+    for hooks, forward in before.values():
+        assert all(h.outputs is None for h in hooks
+                   if hasattr(h, 'outputs'))
+        if forward is not None:
+            assert forward.mode is None and forward.teacher.queue is None
+    model.train()
+    model(x, samples, mode='loss')
+    assert installed() == before
 
 
 def test_bn_statistics_only_from_student_pass():

@@ -51,14 +51,26 @@ def _sign(x):
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
-def _run(net, x, units=(r'unit\d\.act')):
-    recorder, teacher = UnitRecorder(units), SelfTeacher()
+def _run(net, x, units=(r'unit\d\.act'), recorder=None, teacher=None):
+    recorder = recorder or UnitRecorder(units)
+    teacher = teacher or SelfTeacher()
     with recorder.record(net) as s_rec, teacher.student_pass(net):
         net(x)
     with torch.no_grad(), recorder.record(net) as t_rec, \
             teacher.teacher_pass(net):
         net(x)
     return flatten_records(s_rec), flatten_records(t_rec)
+
+
+def _hooks(module):
+    """``{module name: [forward hooks]}`` of the modules that have any."""
+    return {name: list(m._forward_hooks.values())
+            for name, m in module.named_modules() if m._forward_hooks}
+
+
+def _idle(hook):
+    return getattr(hook, 'outputs', None) is None and \
+        getattr(hook, 'queue', None) is None
 
 
 def test_value_swap_in_each_unit():
@@ -155,9 +167,44 @@ def test_bn_running_stats_untouched_by_teacher_and_state_restored():
         if isinstance(m, nn.BatchNorm2d):
             assert m.track_running_stats
         if isinstance(m, IRConv2d):
-            assert 'forward' not in m.__dict__
-            assert not m._forward_hooks
-    assert not net.unit1.act._forward_hooks
+            assert m.forward.mode is None
+            assert m.forward.teacher.queue is None
+            assert m.forward.teacher.wb is None
+
+
+def test_hooks_are_registered_once_idle_between_steps_and_removable():
+    """One recording hook per unit and one pass forward per binary conv,
+    kept across steps (torch.compile traces a pass once only if nothing on
+    the modules changes), idle outside the passes, removed by remove()."""
+    net, x = _net(), torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    plain = net(x)
+    recorder, teacher = UnitRecorder(r'unit\d\.act'), SelfTeacher()
+    first = _run(net, x, recorder=recorder, teacher=teacher)
+    hooks = _hooks(net)
+    assert sorted(hooks) == ['unit1.act', 'unit2.act']
+    assert all(len(h) == 1 and _idle(h[0]) for h in hooks.values())
+    convs = [net.unit1.conv, net.unit2.conv]
+    forwards = [c.__dict__['forward'] for c in convs]
+    assert all(f.mode is None for f in forwards)
+    second = _run(net, x, recorder=recorder, teacher=teacher)
+    assert _hooks(net) == hooks  # the same hook objects, no new ones
+    assert [c.__dict__['forward'] for c in convs] == forwards
+    # the same input gives the same records (BN batch statistics in training
+    # mode), so the idle hooks of step 1 did not add to step 2's records
+    assert len(second[0]) == len(first[0]) == 2
+    for a, b in zip(first[0] + first[1], second[0] + second[1]):
+        torch.testing.assert_close(a, b)
+    # a forward outside the passes records and caches nothing, and is the
+    # plain forward (BN in training mode: batch statistics, same output)
+    torch.testing.assert_close(net(x), plain, rtol=0, atol=0)
+    assert all(_idle(h[0]) for h in _hooks(net).values())
+    assert all(f.teacher.queue is None and f.slot == [None]
+               for f in forwards)
+    recorder.remove()
+    teacher.remove()
+    assert _hooks(net) == {}
+    assert all('forward' not in c.__dict__ and
+               'keep_standardized' not in c.__dict__ for c in convs)
 
 
 def test_teacher_pass_restores_on_error_and_needs_student_pass():
@@ -172,7 +219,8 @@ def test_teacher_pass_restores_on_error_and_needs_student_pass():
         with torch.no_grad(), teacher.teacher_pass(net):
             net(x)
             net(x)  # one pass too many
-    assert all('forward' not in m.__dict__ for m in net.modules())
+    assert all(m.forward.mode is None for m in net.modules()
+               if isinstance(m, IRConv2d))
     assert all(m.track_running_stats for m in net.modules()
                if isinstance(m, nn.BatchNorm2d))
     with teacher.student_pass(net):
@@ -213,7 +261,6 @@ def test_recorder_names_errors_and_shared_modules():
     assert len(outs) == 2
     torch.testing.assert_close(outs[0], F.hardtanh(x * 3))
     torch.testing.assert_close(outs[1], F.hardtanh(F.hardtanh(x * 3) * 2))
-    assert not m.act._forward_hooks
     m(x)  # outside the context: nothing recorded
     assert len(flatten_records(rec)) == 2
 

@@ -85,6 +85,10 @@ class SKDImageClassifier(ImageClassifier):
                     f'{type(self.backbone).__name__}; binarise it (conv_cfg='
                     "dict(type='IRConv2d') or BinarizedBackbone) or set "
                     'distill.feat_loss=None.')
+            # hooks registered now, outside any compiled region (idle
+            # until loss() activates them)
+            self.recorder.attach(self.backbone)
+            self.teacher.attach(self.backbone)
 
         num_classes = cfg['num_classes'] or getattr(self.head, 'num_classes',
                                                     None)

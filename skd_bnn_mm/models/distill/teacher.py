@@ -24,10 +24,19 @@ The teacher also reuses the ``Wb`` that each binary conv computed in the
 student pass (through the conv's ``keep_standardized`` slot, when it has
 one) instead of standardising the same, unchanged weights again: the values
 are bitwise the same, one standardisation per conv and step is saved.
+
+For ``torch.compile`` nothing is registered, assigned or deleted on a module
+per step: each binary conv gets one permanent forward (``_PassForward``, an
+instance attribute installed by :meth:`SelfTeacher.attach`) that runs the
+conv's own forward outside the passes, also caches its output in the
+student pass and value-swaps in the teacher pass. The passes only switch
+its mode, so compile traces each pass once and reuses the traces (a module
+attribute set and deleted every step retraced the backbone every step,
+registering hooks every step split the graph).
 """
 from collections import deque
 from contextlib import contextmanager
-from typing import (Deque, Dict, Iterator, List, Optional, Sequence, Tuple,
+from typing import (Iterator, List, Optional, Sequence, Tuple,
                     Type)
 
 import torch
@@ -53,7 +62,8 @@ class SelfTeacher:
     Modules are looked up at every call, so converting the model after this
     object was built (SyncBN, binarisation) is harmless. The cached outputs
     are detached views of tensors that autograd keeps anyway; nothing is
-    cloned.
+    cloned. :meth:`attach` installs the per-conv forwards (once; the passes
+    do it for convs that have none yet); :meth:`remove` takes them off.
 
     Args:
         binary_types: classes of binary convs; each must provide
@@ -76,41 +86,63 @@ class SelfTeacher:
                     '_conv_forward(x, weight, bias) (see IRConv2d).')
         self.binary_types: Tuple[Type[nn.Module], ...] = binary_types
         self.reuse_standardized = bool(reuse_standardized)
-        self._cache: Dict[nn.Module, Deque[torch.Tensor]] = {}
-        self._wb: Dict[nn.Module, torch.Tensor] = {}
-        # one teacher forward per conv, kept across steps: torch.compile
-        # guards on the identity of ``conv.forward``, and a new object every
-        # step would recompile the backbone every step
-        self._forwards: Dict[nn.Module, '_TeacherConv'] = {}
+        self._pending: List['_PassForward'] = []
+        self._attached: List[nn.Module] = []
 
     def binary_convs(self, module: nn.Module) -> List[nn.Module]:
         return [m for m in module.modules() if isinstance(m, self.binary_types)]
 
+    def attach(self, module: nn.Module) -> List['_PassForward']:
+        """Install the per-conv forwards in the binary convs of ``module``
+        that have none yet; returns them, one per conv.
+
+        Call it once before ``torch.compile`` runs the model (the classifier
+        does so when built), so that nothing on a module changes inside a
+        compiled region.
+        """
+        forwards = []
+        for conv in self.binary_convs(module):
+            forward = conv.__dict__.get('forward')
+            if not isinstance(forward, _PassForward):
+                forward = _PassForward(conv, forward)
+                conv.forward = forward
+                self._attached.append(conv)
+            slot = forward.slot if self.reuse_standardized and hasattr(
+                conv, 'keep_standardized') else _MISSING
+            if conv.__dict__.get('keep_standardized', _MISSING) is not slot:
+                if slot is _MISSING:
+                    del conv.keep_standardized  # back to the class default
+                else:
+                    conv.keep_standardized = slot
+            forwards.append(forward)
+        return forwards
+
+    def remove(self) -> None:
+        """Give the convs attached by this object their own forward back."""
+        for conv in self._attached:
+            forward = conv.__dict__.get('forward')
+            if isinstance(forward, _PassForward):
+                if forward.inner is None:
+                    del conv.forward
+                else:
+                    conv.forward = forward.inner
+                if conv.__dict__.get('keep_standardized') is forward.slot:
+                    del conv.keep_standardized
+        self._attached, self._pending = [], []
+
     @contextmanager
     def student_pass(self, module: nn.Module) -> Iterator[None]:
         """Cache every binary conv output (detached) of the forward inside."""
-        self._cache, self._wb = {}, {}
-        handles, kept = [], []
+        forwards = self.attach(module)
+        self._pending = []
+        for forward in forwards:
+            forward.start_student()
         try:
-            for conv in self.binary_convs(module):
-                queue = self._cache.setdefault(conv, deque())
-                handles.append(conv.register_forward_hook(_Cache(queue)))
-                if self.reuse_standardized and hasattr(conv,
-                                                       'keep_standardized'):
-                    kept.append((conv, conv.__dict__.get('keep_standardized',
-                                                         _MISSING)))
-                    conv.keep_standardized = []
             yield
         finally:
-            for handle in handles:
-                handle.remove()
-            for conv, old in kept:
-                if conv.keep_standardized:
-                    self._wb[conv] = conv.keep_standardized[0]
-                if old is _MISSING:
-                    del conv.keep_standardized  # back to the class default
-                else:
-                    conv.keep_standardized = old
+            for forward in forwards:
+                forward.end_student()
+            self._pending = forwards
 
     @contextmanager
     def teacher_pass(self, module: nn.Module) -> Iterator[None]:
@@ -119,27 +151,20 @@ class SelfTeacher:
         Every change is undone on exit, also when the forward raises. Call it
         under ``torch.no_grad()``: the teacher is a fixed target.
         """
-        if not any(self._cache.values()):
+        if not any(f.teacher.queue for f in self._pending):
             raise RuntimeError(
                 'teacher_pass() needs the binary conv outputs of a forward '
                 'pass run inside student_pass() just before.')
-        patched, norms = [], []
+        forwards, norms = self._pending, []
         try:
+            for forward in forwards:
+                forward.mode = 'teacher'
             for sub in module.modules():
-                if isinstance(sub, self.binary_types):
-                    patched.append((sub, sub.__dict__.get('forward',
-                                                          _MISSING)))
-                    forward = self._forwards.get(sub)
-                    if forward is None:
-                        forward = self._forwards[sub] = _TeacherConv(sub)
-                    forward.queue = self._cache.get(sub)
-                    forward.wb = self._wb.get(sub)
-                    sub.forward = forward
-                elif isinstance(sub, _BatchNorm) and sub.track_running_stats:
+                if isinstance(sub, _BatchNorm) and sub.track_running_stats:
                     sub.track_running_stats = False
                     norms.append(sub)
             yield
-            left = [type(c).__name__ for c, q in self._cache.items() if q]
+            left = [type(f.conv).__name__ for f in forwards if f.teacher.queue]
             if left:
                 raise RuntimeError(
                     f'The teacher pass ran fewer binary convs than the '
@@ -148,24 +173,54 @@ class SelfTeacher:
         finally:
             for norm in norms:
                 norm.track_running_stats = True
-            for conv, old in patched:
-                forward = self._forwards[conv]
-                forward.queue = forward.wb = None  # keep no tensors alive
-                if old is _MISSING:
-                    del conv.forward
-                else:
-                    conv.forward = old
-            self._cache, self._wb = {}, {}
+            for forward in forwards:
+                forward.end_teacher()
+            self._pending = []
 
 
-class _Cache:
-    """Forward hook storing the detached output of a binary conv."""
+class _PassForward:
+    """The permanent forward of one binary conv (see the module docstring).
 
-    def __init__(self, queue: Deque[torch.Tensor]) -> None:
-        self.queue = queue
+    ``mode`` None: the conv's own forward (``inner``, or its class's
+    ``forward``); ``'student'``: the same, and the detached output is
+    queued; ``'teacher'``: :class:`_TeacherConv` on the queued outputs.
+    ``slot`` is the conv's ``keep_standardized`` list when ``Wb`` is
+    reused: one placeholder element outside the student pass (the conv then
+    keeps nothing), emptied for the pass (the conv appends its ``Wb``).
+    """
 
-    def __call__(self, module, args, output) -> None:
-        self.queue.append(output.detach())
+    def __init__(self, conv: nn.Module, inner=None) -> None:
+        self.conv = conv
+        self.inner = inner
+        self.mode: Optional[str] = None
+        self.slot: List = [None]
+        self.teacher = _TeacherConv(conv)
+
+    def start_student(self) -> None:
+        self.teacher.queue, self.teacher.wb = deque(), None
+        self.slot.clear()
+        self.mode = 'student'
+
+    def end_student(self) -> None:
+        self.mode = None
+        if self.slot and self.slot[0] is not None:
+            self.teacher.wb = self.slot[0]
+        self.slot[:] = [None]
+
+    def end_teacher(self) -> None:
+        self.mode = None
+        self.teacher.queue = self.teacher.wb = None  # keep no tensors alive
+
+    def __call__(self, *args, **kwargs):
+        if self.mode == 'teacher':
+            return self.teacher(*args, **kwargs)
+        if self.inner is not None:
+            out = self.inner(*args, **kwargs)
+        else:
+            out = type(self.conv).forward(self.conv, *args, **kwargs)
+        if self.mode == 'student':
+            self.teacher.queue.append(out.detach())
+        return out
 
 
 class _TeacherConv:
