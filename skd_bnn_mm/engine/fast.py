@@ -126,14 +126,12 @@ def compile_train_step(model: nn.Module,
     """Replace ``model.train_step`` by its ``torch.compile`` d version.
 
     The same thing mmengine's Runner does for ``compile=True`` (or a dict of
-    ``torch.compile`` options) in a config. The backbone is traced twice
-    (student pass with gradients, teacher pass without) and both traces are
-    reused from the third step on (the second compiles the optimizer's
-    momentum state): the teacher keeps one patched forward per conv across
-    steps, since a new one each step would fail compile's guards and
-    retrace every step. On a 2-core CPU the first SKD-BNN ResNet-20 step
-    (batch 4) took about 140 s to compile with inductor; on CUDA it is not
-    measured. Fused kernels round differently (see docs/speed.md).
+    ``torch.compile`` options) in a config. The SKD-BNN loss (both passes
+    and all losses) is one graph, traced at the first step and reused (the
+    second step compiles the optimizer's momentum state); docs/speed.md has
+    the CPU speed-up (2.2x for SKD-BNN ResNet-20) and why nothing on a
+    module may change per step. On CUDA it is not measured. Fused kernels
+    round differently.
     """
     if not callable(getattr(torch, 'compile', None)):
         raise RuntimeError('torch.compile needs PyTorch >= 2.0; drop '
