@@ -255,3 +255,41 @@ def test_configs_build_and_record_all_units(name):
     outputs = [t for ts in rec.values() for t in ts]
     assert len(outputs) == CONFIGS[name]
     assert all(t.dim() == 4 for t in outputs)
+
+
+def test_deepcopy_gets_its_own_pass_forwards_and_hooks():
+    """A deep copy (mmengine's EMA model, converters) trains on its own:
+    the copied convs' forwards and the copied recorder hooks point to the
+    copy. Changing the copy's binary weights changes its losses exactly as
+    on a separately built model, and not the original's."""
+    import copy
+    (x, samples, _) = _batch()
+
+    def flip(m):  # a different model: the binary convs' weights negated
+        with torch.no_grad():
+            for conv in m.modules():
+                if isinstance(conv, IRConv2d):
+                    conv.weight.mul_(-1.5)
+
+    model, reference, flipped = _model(), _model(), _model()
+    flip(flipped)
+    model(x, samples, mode='loss')  # one step before copying
+    reference(x, samples, mode='loss')
+    flipped(x, samples, mode='loss')
+    twin = copy.deepcopy(model)
+    flip(twin)
+    convs = [m for m in model.backbone.modules() if isinstance(m, IRConv2d)]
+    twins = [m for m in twin.backbone.modules() if isinstance(m, IRConv2d)]
+    assert convs and len(convs) == len(twins)
+    for conv, other in zip(convs, twins):
+        assert other.forward is not conv.forward
+        assert other.forward.conv is other
+        assert other.keep_standardized is other.forward.slot
+    a, b = model(x, samples, mode='loss'), twin(x, samples, mode='loss')
+    ref = reference(x, samples, mode='loss')
+    ref_flipped = flipped(x, samples, mode='loss')
+    assert _f(a['loss_feat']) != pytest.approx(_f(b['loss_feat']))
+    for key in a:
+        assert _f(a[key]) == _f(ref[key]), key
+        assert _f(b[key]) == _f(ref_flipped[key]), key
+    assert all(c.forward.mode is None for c in convs + twins)
