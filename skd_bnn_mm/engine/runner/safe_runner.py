@@ -122,9 +122,28 @@ class SafeRunner(Runner):
       batches twice.
     - A misspelt ``type`` in the model config is reported with its place in
       the config and the closest registered names.
+    - With ``compile`` set, the optimizer step is left uncompiled: torch
+      guards the float learning rate of a compiled step, so every new value
+      of a schedule would recompile it (up to dynamo's cache limit, minutes
+      of compilation in a long run) for a step that is a few fused
+      ``foreach`` kernels anyway.
     """
 
     _resuming = False
+
+    def _maybe_compile(self, target: str) -> None:
+        super()._maybe_compile(target)
+        if target != 'train_step' or not self.cfg.get('compile', None):
+            return
+        import torch
+        wrappers = getattr(self.optim_wrapper, 'optim_wrappers', None)
+        for wrapper in (wrappers.values() if wrappers is not None
+                        else [self.optim_wrapper]):
+            optimizer = wrapper.optimizer
+            if not getattr(optimizer.step, '_skd_uncompiled', False):
+                step = torch.compiler.disable(optimizer.step)
+                step._skd_uncompiled = True
+                optimizer.step = step
 
     def resume(self, filename, *args, **kwargs):
         self._resuming = True
