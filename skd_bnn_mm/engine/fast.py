@@ -146,3 +146,22 @@ def compile_train_step(model: nn.Module,
                            '--compile.')
     model.train_step = torch.compile(model.train_step, **compile_cfg)
     return model
+
+
+def keep_optimizer_step_uncompiled(optim_wrapper) -> None:
+    """Run the optimizer step(s) of ``optim_wrapper`` outside torch.compile.
+
+    A compiled step guards the learning rate (a Python float), so each new
+    value of a schedule retraces it, up to dynamo's cache limit: minutes of
+    compilation over a long run for a step that is a few fused ``foreach``
+    kernels anyway. Works for an ``OptimWrapper`` and an
+    ``OptimWrapperDict``; calling it twice changes nothing.
+    """
+    wrappers = getattr(optim_wrapper, 'optim_wrappers', None)
+    for wrapper in (wrappers.values() if wrappers is not None
+                    else [optim_wrapper]):
+        optimizer = wrapper.optimizer
+        if not getattr(optimizer.step, '_skd_uncompiled', False):
+            step = torch.compiler.disable(optimizer.step)
+            step._skd_uncompiled = True
+            optimizer.step = step

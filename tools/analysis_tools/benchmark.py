@@ -285,8 +285,11 @@ class ConfigBench:
         self.optim_wrapper = build_optim_wrapper(
             self.model, optim_wrapper_cfg(cfg, args.amp, device))
         if self.opts['compile_cfg'] is not None:
-            from skd_bnn_mm.engine.fast import compile_train_step
+            # as in training (SafeRunner): the optimizer step uncompiled
+            from skd_bnn_mm.engine.fast import (
+                compile_train_step, keep_optimizer_step_uncompiled)
             compile_train_step(self.model, self.opts['compile_cfg'])
+            keep_optimizer_step_uncompiled(self.optim_wrapper)
         if args.synthetic:
             pool = synthetic_batches(guess_input_shape(cfg), self.batch_size,
                                      num_classes_of(cfg, self.model),

@@ -133,17 +133,9 @@ class SafeRunner(Runner):
 
     def _maybe_compile(self, target: str) -> None:
         super()._maybe_compile(target)
-        if target != 'train_step' or not self.cfg.get('compile', None):
-            return
-        import torch
-        wrappers = getattr(self.optim_wrapper, 'optim_wrappers', None)
-        for wrapper in (wrappers.values() if wrappers is not None
-                        else [self.optim_wrapper]):
-            optimizer = wrapper.optimizer
-            if not getattr(optimizer.step, '_skd_uncompiled', False):
-                step = torch.compiler.disable(optimizer.step)
-                step._skd_uncompiled = True
-                optimizer.step = step
+        if target == 'train_step' and self.cfg.get('compile', None):
+            from ..fast import keep_optimizer_step_uncompiled
+            keep_optimizer_step_uncompiled(self.optim_wrapper)
 
     def resume(self, filename, *args, **kwargs):
         self._resuming = True
