@@ -51,17 +51,17 @@ def parse_args(argv=None):
 
 def apply_amp(cfg):
     """``--amp``: mmengine's AmpOptimWrapper (fp16, dynamic loss scale) on
-    CUDA, as mmpretrain does; without CUDA, where AmpOptimWrapper refuses to
-    start, bf16 autocast through AutocastOptimWrapper (bf16 needs no loss
-    scaling)."""
-    import torch
+    the accelerators it supports (CUDA, NPU, MLU, MUSA), as mmpretrain does;
+    elsewhere (CPU), where it refuses to start, bf16 autocast through
+    AutocastOptimWrapper (bf16 needs no loss scaling)."""
+    from mmengine.device import get_device
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     allowed = ('OptimWrapper', 'AmpOptimWrapper', 'AutocastOptimWrapper')
     if wrapper not in allowed:
         raise SystemExit(f'--amp works with optim_wrapper types {allowed}, '
                          f'not {wrapper!r}; set the mixed-precision options '
                          'of that wrapper in the config instead.')
-    if torch.cuda.is_available():
+    if get_device() in ('cuda', 'npu', 'mlu', 'musa'):  # AmpOptimWrapper's
         if wrapper != 'AutocastOptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')

@@ -278,3 +278,23 @@ def test_zero_real_output_takes_the_positive_sign():
         out = conv(torch.zeros_like(x))  # r == 0 everywhere
     assert (y < 0).any()
     assert torch.equal(out, y.detach().abs())
+
+
+def test_attach_restores_own_slot_and_reattaches_shallow_copies():
+    net, x = _net(), torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    own = ['mine']  # a value the conv had before: not the teacher's
+    net.unit1.conv.keep_standardized = own
+    teacher = SelfTeacher()
+    _run(net, x, teacher=teacher)
+    assert net.unit1.conv.keep_standardized is not own
+    # a shallow copy shares the conv's __dict__ entries, and with them the
+    # pass forward of the original; a pass re-attaches the copy's own
+    import copy
+    clone = copy.copy(net.unit2.conv)
+    assert clone.forward is net.unit2.conv.forward
+    SelfTeacher().attach(clone)
+    assert clone.forward is not net.unit2.conv.forward
+    assert clone.forward.conv is clone
+    teacher.remove()
+    assert net.unit1.conv.keep_standardized is own
+    assert 'forward' not in net.unit1.conv.__dict__

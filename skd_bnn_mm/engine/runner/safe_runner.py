@@ -133,7 +133,9 @@ class SafeRunner(Runner):
 
     def _maybe_compile(self, target: str) -> None:
         super()._maybe_compile(target)
-        if target == 'train_step' and self.cfg.get('compile', None):
+        compile_cfg = self.cfg.get('compile', None)
+        # as mmengine: anything but None / False (an empty dict too) compiles
+        if target == 'train_step' and compile_cfg not in (None, False):
             from ..fast import keep_optimizer_step_uncompiled
             keep_optimizer_step_uncompiled(self.optim_wrapper)
 

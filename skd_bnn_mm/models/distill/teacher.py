@@ -103,12 +103,20 @@ class SelfTeacher:
         forwards = []
         for conv in self.binary_convs(module):
             forward = conv.__dict__.get('forward')
-            if not isinstance(forward, _PassForward):
-                forward = _PassForward(conv, forward)
+            if not (isinstance(forward, _PassForward) and forward.conv is conv):
+                # none yet, or one copied from another conv (a shallow copy
+                # of a module shares its __dict__ entries)
+                if isinstance(forward, _PassForward):
+                    forward = _PassForward(conv, forward.inner,
+                                           forward.own_slot)
+                else:
+                    forward = _PassForward(
+                        conv, forward,
+                        conv.__dict__.get('keep_standardized', _MISSING))
                 conv.forward = forward
                 self._attached.append(conv)
             slot = forward.slot if self.reuse_standardized and hasattr(
-                conv, 'keep_standardized') else _MISSING
+                conv, 'keep_standardized') else forward.own_slot
             if conv.__dict__.get('keep_standardized', _MISSING) is not slot:
                 if slot is _MISSING:
                     del conv.keep_standardized  # back to the class default
@@ -127,7 +135,10 @@ class SelfTeacher:
                 else:
                     conv.forward = forward.inner
                 if conv.__dict__.get('keep_standardized') is forward.slot:
-                    del conv.keep_standardized
+                    if forward.own_slot is _MISSING:
+                        del conv.keep_standardized
+                    else:  # the conv's own value from before attach()
+                        conv.keep_standardized = forward.own_slot
         self._attached, self._pending = [], []
 
     @contextmanager
@@ -187,11 +198,18 @@ class _PassForward:
     ``slot`` is the conv's ``keep_standardized`` list when ``Wb`` is
     reused: one placeholder element outside the student pass (the conv then
     keeps nothing), emptied for the pass (the conv appends its ``Wb``).
+
+    It holds its conv, so a shallow copy of the conv (which shares the
+    instance ``__dict__``, as ``nn.DataParallel`` replicas do) runs the
+    original's forward until a pass re-attaches it; SKD training runs under
+    no wrapper or DDP, which replicates nothing.
     """
 
-    def __init__(self, conv: nn.Module, inner=None) -> None:
+    def __init__(self, conv: nn.Module, inner=None,
+                 own_slot=_MISSING) -> None:
         self.conv = conv
         self.inner = inner
+        self.own_slot = own_slot  # the conv's keep_standardized before
         self.mode: Optional[str] = None
         self.slot: List = [None]
         self.teacher = _TeacherConv(conv)
