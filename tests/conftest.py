@@ -9,6 +9,7 @@ failure, so CI can never skip them silently.
 """
 import os
 import os.path as osp
+import socket
 import subprocess
 import sys
 
@@ -78,6 +79,14 @@ def cifar10_subset(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture
+def free_port():
+    """A TCP port free on 127.0.0.1 now (MASTER_PORT of a process group)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)

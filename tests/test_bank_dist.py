@@ -9,7 +9,6 @@ SoftLabelBankHook and loaded on both ranks must count every sample once.
 import logging
 import os
 import os.path as osp
-import socket
 from types import SimpleNamespace
 
 import torch
@@ -18,12 +17,6 @@ import torch.nn as nn
 
 WORLD = 2
 STEPS = 3
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 class _Backbone(nn.Module):
@@ -117,8 +110,9 @@ def _worker(rank, port, out_dir):
     torch.distributed.destroy_process_group()
 
 
-def test_bank_identical_and_all_reduced_over_two_processes(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD,
+def test_bank_identical_and_all_reduced_over_two_processes(tmp_path,
+                                                           free_port):
+    mp.spawn(_worker, args=(free_port, str(tmp_path)), nprocs=WORLD,
              join=True)
     r = [torch.load(tmp_path / f'rank{i}.pt', weights_only=True)
          for i in range(WORLD)]

@@ -21,7 +21,6 @@
    from (seed, epoch, index), so both runs see the same images.
 """
 import math
-import socket
 from pathlib import Path
 
 import pytest
@@ -34,16 +33,10 @@ import subprocess
 DIST_TRAIN = str(Path(ROOT) / 'tools' / 'dist_train.sh')
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _dist_train(config, work, data_root, *args):
+def _dist_train(config, work, data_root, port, *args):
     proc = subprocess.run(
         ['bash', DIST_TRAIN, config, '2', '--work-dir', str(work), *args],
-        env=cli_env(data_root, PORT=_free_port()), cwd=ROOT,
+        env=cli_env(data_root, PORT=port), cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         timeout=300)
     out = proc.stdout  # both streams, in order: shows when a process died
@@ -52,7 +45,8 @@ def _dist_train(config, work, data_root, *args):
     return out
 
 
-def test_processes_agree_and_only_rank0_writes(data_root, tmp_path):
+def test_processes_agree_and_only_rank0_writes(data_root, tmp_path,
+                                               free_port):
     dump = tmp_path / 'dump'
     work = tmp_path / 'work'
     config = write_config(tmp_path, f'''
@@ -70,7 +64,7 @@ custom_hooks = [
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=5,
                                      max_keep_ckpts=-1))
 ''')
-    out = _dist_train(config, work, data_root)
+    out = _dist_train(config, work, data_root, free_port)
     assert 'gloo' in out and '2 processes' in out
     assert 'Epoch(train) [3][4/4]' in out
     assert out.count('identical on 2 processes') == 3  # after each epoch
@@ -119,7 +113,8 @@ default_hooks = dict(checkpoint=dict(by_epoch=False, interval=5,
 
 
 def test_two_processes_equal_one_with_the_same_total_batch(data_root,
-                                                           tmp_path):
+                                                           tmp_path,
+                                                           free_port):
     config = write_config(tmp_path, '''
 # per-sample normalisation and per-sample-mean losses only (see the module
 # docstring); 64 images: 2 steps of 32 per epoch
@@ -130,8 +125,8 @@ model = dict(
 train_dataloader = dict(dataset=dict(indices=64))
 ''')
     two, one = tmp_path / 'two', tmp_path / 'one'
-    _dist_train(config, two, data_root, '--no-validate', '--cfg-options',
-                'train_dataloader.batch_size=16')
+    _dist_train(config, two, data_root, free_port, '--no-validate',
+                '--cfg-options', 'train_dataloader.batch_size=16')
     run_cli([TRAIN, config, '--work-dir', one, '--no-validate'], data_root)
 
     a, b = load(one / 'epoch_3.pth'), load(two / 'epoch_3.pth')

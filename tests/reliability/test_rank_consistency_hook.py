@@ -3,7 +3,6 @@ per-process buffers are ignored, and a diverged parameter stops training
 with its name (on every process, so none is left waiting)."""
 import logging
 import os
-import socket
 from types import SimpleNamespace
 
 import torch
@@ -11,12 +10,6 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 WORLD = 2
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 class _Net(nn.Module):
@@ -63,8 +56,8 @@ def _worker(rank, port, out_dir):
     torch.distributed.destroy_process_group()
 
 
-def test_sync_and_divergence_check(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD,
+def test_sync_and_divergence_check(tmp_path, free_port):
+    mp.spawn(_worker, args=(free_port, str(tmp_path)), nprocs=WORLD,
              join=True)
     results = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True)
                for r in range(WORLD)]

@@ -4,7 +4,6 @@ import math
 import os
 import os.path as osp
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -139,12 +138,6 @@ def test_unknown_config_lists_configs(tmp_path):
     assert 'does not exist' in proc.stderr and 'configs/' in proc.stderr
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_amp_without_cuda_trains_with_bf16_autocast(cifar10_subset,
                                                     tmp_path):
     if torch.cuda.is_available():
@@ -175,10 +168,11 @@ def test_amp_keeps_other_wrappers_away():
         assert 'loss_scale' not in cfg.optim_wrapper
 
 
-def test_dist_train_two_processes_on_cpu(cifar10_subset, tmp_path):
+def test_dist_train_two_processes_on_cpu(cifar10_subset, tmp_path,
+                                         free_port):
     root = cifar10_subset(20, 10)
     env = dict(os.environ, CIFAR10_ROOT=root, CIFAR10_VERIFY_MD5='False',
-               PYTHON=sys.executable, PORT=str(_free_port()))
+               PYTHON=sys.executable, PORT=str(free_port))
     proc = subprocess.run(
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), TINY, '2',
          '--work-dir', str(tmp_path), '--cfg-options',
