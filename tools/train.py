@@ -66,10 +66,10 @@ def apply_amp(cfg):
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
         return
-    if wrapper == 'AmpOptimWrapper':
-        for key in ('loss_scale', 'dtype', 'use_fsdp'):
-            cfg.optim_wrapper.pop(key, None)
-    cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+    if wrapper != 'AutocastOptimWrapper':
+        from skd_bnn_mm.engine.fast import amp_optim_wrapper_cfg
+        cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, 'bf16',
+                                                  'cpu')
     print('--amp without CUDA: bfloat16 autocast (AutocastOptimWrapper).',
           flush=True)
 
