@@ -129,7 +129,7 @@ def compile_train_step(model: nn.Module,
     ``torch.compile`` options) in a config. The SKD-BNN loss (both passes
     and all losses) is one graph, traced at the first step and reused (the
     second step compiles the optimizer's momentum state); docs/speed.md has
-    the CPU speed-up (2.2x for SKD-BNN ResNet-20) and why nothing on a
+    the CPU speed-up (2.1x for SKD-BNN ResNet-20) and why nothing on a
     module may change per step. On CUDA it is not measured. Fused kernels
     round differently.
     """
@@ -139,8 +139,8 @@ def compile_train_step(model: nn.Module,
     compile_cfg = dict(compile_cfg or {})
     device = next(model.parameters()).device.type
     backend = compile_cfg.get('backend', 'inductor')
-    if device == 'cpu' and backend == 'inductor' and not (shutil.which('g++') or shutil.which('c++')
-                                or shutil.which('clang++')):
+    has_cxx = any(shutil.which(c) for c in ('g++', 'c++', 'clang++'))
+    if device == 'cpu' and backend == 'inductor' and not has_cxx:
         raise RuntimeError('torch.compile on CPU needs a C++ compiler '
                            '(g++ or clang++) on PATH; install one or drop '
                            '--compile.')
