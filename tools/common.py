@@ -36,7 +36,8 @@ def check_config_path(path):
 
 
 def shutdown_distributed():
-    """Destroy the process group while the interpreter is still alive.
+    """Destroy the process group while the interpreter is still alive;
+    ``True`` if there was one.
 
     Without it, gloo's worker threads can outlive interpreter finalisation
     and abort the process (SIGABRT, "terminate called without an active
@@ -45,6 +46,30 @@ def shutdown_distributed():
     import torch.distributed as torch_dist
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
+        return True
+    return False
+
+
+def run_tool(main):
+    """Run a tool's ``main()``; a distributed run then leaves at once.
+
+    The process group is destroyed in any case. After a successful
+    distributed run the process also skips interpreter finalisation
+    (``os._exit(0)`` once logs and streams are flushed): even with the group
+    destroyed, gloo's threads occasionally abort the finished process at
+    finalisation (seen about once in 40 two-process runs here), which
+    would turn a completed run into a failed launch.
+    """
+    try:
+        main()
+    finally:
+        distributed = shutdown_distributed()
+    if distributed:
+        import logging
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def apply_launcher(cfg):

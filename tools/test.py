@@ -12,7 +12,7 @@ from mmengine.config import Config, DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools.common import (apply_launcher, check_config_path,  # noqa: E402
-                          import_plugin, shutdown_distributed)
+                          import_plugin, run_tool)
 
 
 def parse_args(argv=None):
@@ -69,10 +69,7 @@ def main(argv=None):
         from mmpretrain.evaluation import DumpResults
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
-    try:
-        metrics = runner.test()
-    finally:
-        shutdown_distributed()
+    metrics = runner.test()
     if args.out and args.out_item == 'metrics':
         import mmengine
         mmengine.dump(metrics, args.out)
@@ -80,4 +77,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -12,7 +12,7 @@ from mmengine.config import Config, DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools.common import (apply_launcher, check_config_path,  # noqa: E402
-                          import_plugin, shutdown_distributed)
+                          import_plugin, run_tool)
 
 
 def parse_args(argv=None):
@@ -130,11 +130,8 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    try:
-        runner.train()
-    finally:
-        shutdown_distributed()
+    runner.train()
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -13,6 +13,6 @@ def test_shutdown_destroys_an_initialised_group(tmp_path):
     store = dist.FileStore(str(tmp_path / 'store'), 1)
     dist.init_process_group('gloo', store=store, rank=0, world_size=1)
     assert dist.is_initialized()
-    shutdown_distributed()
+    assert shutdown_distributed() is True
     assert not dist.is_initialized()
-    shutdown_distributed()  # no group: nothing to do, no error
+    assert shutdown_distributed() is False  # no group: nothing to do
