@@ -1,3 +1,4 @@
 from .cifar10_pickle import CIFAR10Pickle
+from .transforms import DeferredCropFlip
 
-__all__ = ['CIFAR10Pickle']
+__all__ = ['CIFAR10Pickle', 'DeferredCropFlip']

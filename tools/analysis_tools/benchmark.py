@@ -191,21 +191,85 @@ def num_classes_of(cfg, model):
     return 10
 
 
-def synthetic_batches(shape, batch_size, num_classes, seed, count=2):
-    """``count`` batches in the collated form the train loader gives:
-    a list of uint8 ``[C, H, W]`` images and labelled data samples."""
+def synthetic_batches(cfg, shape, batch_size, num_classes, seed, count=2):
+    """``count`` batches of random uint8 images in the form the train loader
+    gives: each image goes through the config's training pipeline where it
+    can (a pipeline that starts by reading files cannot: then the images are
+    packed as they are) and the batch is put together by the config's
+    ``collate_fn``, so the data preprocessor does the same work as in
+    training (e.g. the batched crop and flip of ``DeferredCropFlip``)."""
+    import numpy as np
     import torch
     from mmpretrain.structures import DataSample
     gen = torch.Generator().manual_seed(seed)
+    collate = build_collate_fn(cfg)
+    pipeline = build_train_pipeline(cfg)
+    np_state = np.random.get_state()
+    np.random.seed(seed)
     batches = []
-    for _ in range(count):
-        images = torch.randint(0, 256, (batch_size, *shape), generator=gen,
-                               dtype=torch.uint8)
-        labels = torch.randint(0, num_classes, (batch_size, ), generator=gen)
-        batches.append(dict(
-            inputs=list(images.unbind(0)),
-            data_samples=[DataSample().set_gt_label(int(y)) for y in labels]))
+    try:
+        for _ in range(count):
+            images = torch.randint(0, 256, (batch_size, *shape),
+                                   generator=gen, dtype=torch.uint8)
+            labels = torch.randint(0, num_classes, (batch_size, ),
+                                   generator=gen)
+            samples = None
+            if pipeline is not None:
+                try:
+                    samples = [
+                        pipeline(dict(img=img.permute(1, 2, 0).numpy(),
+                                      gt_label=int(y), sample_idx=i,
+                                      img_shape=tuple(shape[1:]),
+                                      ori_shape=tuple(shape[1:])))
+                        for i, (img, y) in enumerate(zip(images, labels))
+                    ]
+                except Exception:  # e.g. LoadImageFromFile: no file here
+                    pipeline, samples = None, None
+            if samples is None:
+                samples = [
+                    dict(inputs=img,
+                         data_samples=DataSample().set_gt_label(int(y)))
+                    for img, y in zip(images, labels)
+                ]
+            batches.append(collate(samples))
+    finally:
+        np.random.set_state(np_state)
     return batches
+
+
+def build_collate_fn(cfg):
+    """The train loader's ``collate_fn``, built as mmengine's Runner does."""
+    from functools import partial
+
+    from mmengine.registry import FUNCTIONS
+    collate_cfg = dict(cfg.get('train_dataloader', None) or {}).get(
+        'collate_fn', None) or dict(type='pseudo_collate')
+    if callable(collate_cfg):
+        return collate_cfg
+    collate_cfg = dict(collate_cfg)
+    fn = collate_cfg.pop('type')
+    if isinstance(fn, str):
+        fn = FUNCTIONS.get(fn)
+        if fn is None:
+            raise SystemExit(f'Unknown collate_fn {collate_cfg!r} in '
+                             f'train_dataloader.')
+    return partial(fn, **collate_cfg)
+
+
+def build_train_pipeline(cfg):
+    """The training dataset's pipeline (mmpretrain transforms), or None."""
+    from mmcv.transforms import Compose
+    from mmpretrain.registry import TRANSFORMS
+    dataset = dict((cfg.get('train_dataloader', None) or {}).get(
+        'dataset', None) or {})
+    steps = dataset.get('pipeline', None)
+    if not steps:
+        return None
+    try:
+        return Compose([TRANSFORMS.build(dict(t)) if isinstance(t, dict)
+                        else t for t in steps])
+    except Exception:
+        return None
 
 
 def loader_batches(cfg, batch_size, num_workers, data_root, seed):
@@ -291,7 +355,8 @@ class ConfigBench:
             compile_train_step(self.model, self.opts['compile_cfg'])
             keep_optimizer_step_uncompiled(self.optim_wrapper)
         if args.synthetic:
-            pool = synthetic_batches(guess_input_shape(cfg), self.batch_size,
+            pool = synthetic_batches(cfg, guess_input_shape(cfg),
+                                     self.batch_size,
                                      num_classes_of(cfg, self.model),
                                      args.seed)
             self.batches = itertools.cycle(pool)

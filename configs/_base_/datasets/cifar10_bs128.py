@@ -2,6 +2,14 @@
 # random 32x32 crop, horizontal flip; normalise with the paper's mean/std.
 # Test images are used as they are.
 #
+# The crop offsets and flips are drawn per sample in the pipeline
+# (DeferredCropFlip, seeded like any transform) and applied to the whole
+# batch on the training device by CropFlipClsDataPreprocessor: one gather
+# instead of per-image padding in the loader processes. (mmpretrain's
+# RandomCrop(padding=4, padding_mode='edge') would pad with zeros: its
+# padding_mode only applies to pad_if_needed.) Batches are stacked
+# (default_collate): one host-to-device copy and one normalisation per batch.
+#
 # Data: the official python-pickle layout in $CIFAR10_ROOT (default
 # data/cifar10, downloaded there when absent). A copy whose files differ from
 # the official archive (e.g. the bundled JPEG-decoded copy) needs
@@ -12,6 +20,7 @@ data_root = '{{$CIFAR10_ROOT:data/cifar10}}'
 verify_md5 = {{'$CIFAR10_VERIFY_MD5:True'}}
 
 data_preprocessor = dict(
+    type='CropFlipClsDataPreprocessor',
     num_classes=10,
     # (0.4914, 0.4822, 0.4465) and (0.2470, 0.2435, 0.2616), in 0..255
     mean=[125.307, 122.961, 113.8575],
@@ -19,9 +28,9 @@ data_preprocessor = dict(
     to_rgb=False)  # the pickles already hold RGB
 
 train_pipeline = [
-    dict(type='RandomCrop', crop_size=32, padding=4, padding_mode='edge'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
+    dict(type='DeferredCropFlip', crop_size=32, padding=4,
+         padding_mode='edge', flip_prob=0.5),
+    dict(type='PackInputs', algorithm_keys=['crop_flip']),
 ]
 test_pipeline = [dict(type='PackInputs')]
 
@@ -36,6 +45,7 @@ train_dataloader = dict(
         verify_md5=verify_md5,
         pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
 )
 val_dataloader = dict(
     batch_size=256,
@@ -48,6 +58,7 @@ val_dataloader = dict(
         verify_md5=verify_md5,
         pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='default_collate'),
 )
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 

@@ -1,0 +1,3 @@
+from .deferred_crop_flip import DeferredCropFlip
+
+__all__ = ['DeferredCropFlip']

@@ -1,0 +1,122 @@
+"""Batched crop-and-flip on the training device, then mmpretrain's
+normalisation."""
+from numbers import Number
+from typing import List, Sequence, Tuple, Union
+
+import torch
+from mmpretrain.models.utils import ClsDataPreprocessor
+from mmpretrain.registry import MODELS
+
+
+def _border_index(idx: torch.Tensor, size: int,
+                  mode: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Source index of every output index for a border ``mode`` (the
+    conventions of ``mmcv.impad``/``numpy.pad``), and where it is inside."""
+    inside = (idx >= 0) & (idx < size)
+    if mode in ('constant', 'edge'):
+        return idx.clamp(0, size - 1), inside
+    if mode == 'reflect':  # d c b | a b c d | c b a
+        if size == 1:
+            return torch.zeros_like(idx), inside
+        period = 2 * (size - 1)
+        m = idx.remainder(period)
+        return torch.where(m < size, m, period - m), inside
+    if mode == 'symmetric':  # c b a | a b c d | d c b
+        period = 2 * size
+        m = idx.remainder(period)
+        return torch.where(m < size, m, period - 1 - m), inside
+    raise ValueError(f'Unknown padding_mode {mode!r}; use constant, edge, '
+                     f'reflect or symmetric')
+
+
+def crop_flip_batch(inputs: torch.Tensor,
+                    top: torch.Tensor,
+                    left: torch.Tensor,
+                    flip: torch.Tensor,
+                    size: Tuple[int, int],
+                    padding_mode: str = 'constant',
+                    pad_val: Union[Number, Sequence[Number]] = 0
+                    ) -> torch.Tensor:
+    """Crop ``size`` windows at ``(top, left)`` out of ``inputs``
+    (``[N, C, H, W]``), reading beyond the border as ``padding_mode`` pads,
+    and mirror the windows where ``flip``: one gather, any dtype.
+
+    ``top``/``left`` are ``[N]`` integer tensors (negative: the window starts
+    in the padding), ``flip`` an ``[N]`` bool tensor, all on the device of
+    ``inputs``. Pixel values are copied, never computed, so the result equals
+    padding and cropping image by image.
+    """
+    n, c, h, w = inputs.shape
+    dev = inputs.device
+    rows = top.view(n, 1) + torch.arange(size[0], device=dev)
+    cols = left.view(n, 1) + torch.arange(size[1], device=dev)
+    cols = torch.where(flip.view(n, 1), cols.flip(1), cols)
+    rows, rows_in = _border_index(rows, h, padding_mode)
+    cols, cols_in = _border_index(cols, w, padding_mode)
+    out = inputs[torch.arange(n, device=dev).view(n, 1, 1, 1),
+                 torch.arange(c, device=dev).view(1, c, 1, 1),
+                 rows.view(n, 1, -1, 1),
+                 cols.view(n, 1, 1, -1)]
+    if padding_mode == 'constant':
+        inside = rows_in.view(n, 1, -1, 1) & cols_in.view(n, 1, 1, -1)
+        fill = torch.as_tensor(pad_val, dtype=inputs.dtype, device=dev)
+        if fill.dim() == 1:
+            if fill.numel() != c:
+                raise ValueError(f'pad_val has {fill.numel()} values for '
+                                 f'{c} channels')
+            fill = fill.view(1, c, 1, 1)
+        out = torch.where(inside, out, fill)
+    return out
+
+
+@MODELS.register_module()
+class CropFlipClsDataPreprocessor(ClsDataPreprocessor):
+    """:class:`ClsDataPreprocessor` that first applies the crops and flips
+    drawn by the ``DeferredCropFlip`` transform, batched on its device.
+
+    Samples without a ``crop_flip`` field (e.g. validation) pass unchanged;
+    a batch that mixes both is an error. The crop runs before the uint8 ->
+    float conversion and the normalisation, so constant padding fills raw
+    pixel values, as padding in the pipeline would. All other arguments are
+    :class:`ClsDataPreprocessor`'s.
+    """
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        samples = data.get('data_samples', None) or []
+        params = [s.get('crop_flip', None) for s in samples]
+        if params and any(p is not None for p in params):
+            if any(p is None for p in params):
+                raise ValueError(
+                    f'{type(self).__name__}: some samples of the batch carry '
+                    f'`crop_flip` and others do not; put DeferredCropFlip in '
+                    f'the pipeline of every sample or of none')
+            data = dict(data)
+            data['inputs'] = self._crop_flip(self.cast_data(data['inputs']),
+                                             params)
+        return super().forward(data, training)
+
+    def _crop_flip(self, inputs: Union[torch.Tensor, List[torch.Tensor]],
+                   params: List[dict]) -> torch.Tensor:
+        first = params[0]
+        keys = ('size', 'padding_mode', 'pad_val')
+        if any(tuple(p[k] for k in keys) != tuple(first[k] for k in keys)
+               for p in params):
+            raise ValueError(
+                f'{type(self).__name__}: the samples of a batch must share '
+                f'one crop size, padding_mode and pad_val')
+        if isinstance(inputs, (list, tuple)):
+            if len({tuple(x.shape) for x in inputs}) != 1:
+                return torch.stack([
+                    self._crop_flip(x[None], [p])[0]
+                    for x, p in zip(inputs, params)
+                ])
+            inputs = torch.stack(list(inputs))
+        if inputs.dim() != 4 or inputs.shape[0] != len(params):
+            raise ValueError(
+                f'{type(self).__name__}: expected {len(params)} images '
+                f'[C, H, W], got inputs of shape {tuple(inputs.shape)}')
+        table = torch.tensor([[p['top'], p['left'], int(p['flip'])]
+                              for p in params]).to(inputs.device)
+        return crop_flip_batch(inputs, table[:, 0], table[:, 1],
+                               table[:, 2].bool(), tuple(first['size']),
+                               first['padding_mode'], first['pad_val'])
