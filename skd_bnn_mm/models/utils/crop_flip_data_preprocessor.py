@@ -82,18 +82,25 @@ class CropFlipClsDataPreprocessor(ClsDataPreprocessor):
     """
 
     def forward(self, data: dict, training: bool = False) -> dict:
+        return super().forward(self._apply_crop_flip(data), training)
+
+    # Eager under torch.compile: the draws are Python values that change
+    # every batch, and a traced step would guard on them and recompile.
+    @torch.compiler.disable
+    def _apply_crop_flip(self, data: dict) -> dict:
         samples = data.get('data_samples', None) or []
         params = [s.get('crop_flip', None) for s in samples]
-        if params and any(p is not None for p in params):
-            if any(p is None for p in params):
-                raise ValueError(
-                    f'{type(self).__name__}: some samples of the batch carry '
-                    f'`crop_flip` and others do not; put DeferredCropFlip in '
-                    f'the pipeline of every sample or of none')
-            data = dict(data)
-            data['inputs'] = self._crop_flip(self.cast_data(data['inputs']),
-                                             params)
-        return super().forward(data, training)
+        if not params or all(p is None for p in params):
+            return data
+        if any(p is None for p in params):
+            raise ValueError(
+                f'{type(self).__name__}: some samples of the batch carry '
+                f'`crop_flip` and others do not; put DeferredCropFlip in the '
+                f'pipeline of every sample or of none')
+        data = dict(data)
+        data['inputs'] = self._crop_flip(self.cast_data(data['inputs']),
+                                         params)
+        return data
 
     def _crop_flip(self, inputs: Union[torch.Tensor, List[torch.Tensor]],
                    params: List[dict]) -> torch.Tensor:
