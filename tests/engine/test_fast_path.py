@@ -15,6 +15,7 @@ import torch.nn as nn
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import HOOKS, MODELS
 from mmpretrain.structures import DataSample
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from skd_bnn_mm.engine.fast import (amp_optim_wrapper_cfg, compile_train_step,
                                     to_channels_last)
@@ -445,3 +446,64 @@ def test_runner_compile_keeps_the_optimizer_step_out(cifar10_subset,
     assert lrs[0] != lrs[1] != lrs[2], lrs
     assert graphs.per_epoch[0] > 0
     assert graphs.per_epoch[0] == graphs.per_epoch[1] == graphs.per_epoch[2]
+
+
+class _SyncingOps(TorchDispatchMode):
+    """Records the operators that make the host wait for a CUDA device: a
+    tensor read as a Python number or bool, and outputs whose size depends
+    on values (nonzero, boolean-mask selection, unique)."""
+
+    SYNCING = {'_local_scalar_dense', 'is_nonzero', 'item', 'equal',
+               'nonzero', 'masked_select', '_unique', '_unique2',
+               'unique_dim', 'unique_consecutive'}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in self.SYNCING:
+            self.seen.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_skd_train_step_makes_no_host_sync():
+    """Data preprocessing (with the batched crop and flip), student and
+    teacher passes, the three losses, the bank lookup, backward and the SGD
+    step read no tensor value on the host, so on CUDA the host can queue
+    the next step while the device works. (mmengine's logging reads the
+    losses after the step, outside it.) The bank turns on from the second
+    epoch; its gate is a tensor."""
+    import numpy as np
+    from mmpretrain.datasets.transforms import PackInputs
+
+    from mmengine.dataset import default_collate
+
+    from skd_bnn_mm.datasets import DeferredCropFlip
+    cfg = copy.deepcopy(TINY_SKD)
+    cfg['data_preprocessor']['type'] = 'CropFlipClsDataPreprocessor'
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    model.train()
+    optim_wrapper = build_optim_wrapper(model, copy.deepcopy(SGD))
+    crop = DeferredCropFlip(8, padding=2, padding_mode='edge')
+    pack = PackInputs(algorithm_keys=['crop_flip'])
+    rng = np.random.RandomState(0)
+    batch = default_collate([
+        pack(crop(dict(img=rng.randint(0, 256, (8, 8, 3), dtype=np.uint8),
+                       gt_label=int(rng.randint(10)))))
+        for _ in range(8)
+    ])
+    model.train_step(batch, optim_wrapper)  # first step (lazy state)
+    model.soft_label_bank.update(epoch=0)  # an epoch end: the bank is on
+    assert bool(model.soft_label_bank.active())
+    mode = _SyncingOps()
+    with mode:
+        out = model.train_step(batch, optim_wrapper)
+    assert {'loss_feat', 'loss_label', 'loss_cluster'} <= out.keys()
+    assert mode.seen == []
+    # the recorder catches what it should
+    with mode:
+        bool(out['loss_cls'] > 0)
+    assert mode.seen
