@@ -167,3 +167,54 @@ def test_images_of_different_sizes_are_cropped_one_by_one():
             want = want[:, ::-1]
         want = torch.from_numpy(np.ascontiguousarray(want)).permute(2, 0, 1)
         assert torch.equal(got, want.float())
+
+
+def test_pad_val_fills_every_channel_and_is_checked():
+    image = np.full((4, 4, 3), 9, np.uint8)
+    for pad_val, want in ((7, [7, 7, 7]), (127.6, [128, 128, 128]),
+                          ((1, 2, 3), [1, 2, 3])):
+        item = PACK(dict(img=image, gt_label=0))
+        item['data_samples'].set_field(
+            dict(top=-1, left=-1, flip=False, size=(2, 2),
+                 padding_mode='constant', pad_val=pad_val), 'crop_flip')
+        out = CropFlipClsDataPreprocessor()(default_collate([item]),
+                                            True)['inputs'][0]
+        assert out[:, 0, 0].tolist() == want  # the padded corner
+        assert out[:, 1, 1].tolist() == [9, 9, 9]
+    with pytest.raises(ValueError, match='does not fit'):
+        DeferredCropFlip(4, padding=1, pad_val=300)(dict(img=image))
+    with pytest.raises(ValueError, match='does not fit'):
+        DeferredCropFlip(4, padding=1, pad_val=-1)(dict(img=image))
+    with pytest.raises(ValueError, match='pad_val must be a finite number'):
+        DeferredCropFlip(4, padding=1, pad_val='black')
+    item = PACK(dict(img=image, gt_label=0))
+    item['data_samples'].set_field(
+        dict(top=-1, left=-1, flip=False, size=(2, 2),
+             padding_mode='constant', pad_val=(1, 2)), 'crop_flip')
+    with pytest.raises(ValueError, match='one per channel'):
+        CropFlipClsDataPreprocessor()(default_collate([item]), True)
+
+
+def test_a_resize_after_the_draw_is_refused():
+    """The offsets are drawn for the image size DeferredCropFlip saw."""
+    pipeline = [DeferredCropFlip(32, padding=4),
+                TRANSFORMS.build(dict(type='Resize', scale=(64, 64))), PACK]
+    item = _run(pipeline, dict(img=_images(1)[0], gt_label=0))
+    with pytest.raises(ValueError, match='must be the last transform'):
+        CropFlipClsDataPreprocessor()(default_collate([item]), True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('mode', ['constant', 'edge', 'reflect', 'symmetric'])
+def test_crop_flip_batch_on_cuda_equals_cpu(mode):
+    from skd_bnn_mm.models.utils import crop_flip_batch
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 32, 32), generator=g,
+                      dtype=torch.uint8)
+    top = torch.randint(-4, 5, (64, ), generator=g)
+    left = torch.randint(-4, 5, (64, ), generator=g)
+    flip = torch.rand(64, generator=g) < 0.5
+    want = crop_flip_batch(x, top, left, flip, (32, 32), mode, (1, 2, 3))
+    got = crop_flip_batch(x.cuda(), top.cuda(), left.cuda(), flip.cuda(),
+                          (32, 32), mode, (1, 2, 3))
+    assert torch.equal(got.cpu(), want)

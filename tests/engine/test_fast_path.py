@@ -451,33 +451,38 @@ def test_runner_compile_keeps_the_optimizer_step_out(cifar10_subset,
 class _SyncingOps(TorchDispatchMode):
     """Records the operators that make the host wait for a CUDA device: a
     tensor read as a Python number or bool, and outputs whose size depends
-    on values (nonzero, boolean-mask selection, unique)."""
+    on values (nonzero, boolean-mask indexing, unique, bincount, ...).
+
+    Host reads that dispatch no operator on a CPU tensor (``.tolist()``,
+    ``.numpy()``, a device-to-host copy) are not seen here; the CUDA test
+    below catches them with ``torch.cuda.set_sync_debug_mode``.
+    """
 
     SYNCING = {'_local_scalar_dense', 'is_nonzero', 'item', 'equal',
                'nonzero', 'masked_select', '_unique', '_unique2',
-               'unique_dim', 'unique_consecutive'}
+               'unique_dim', 'unique_consecutive', 'bincount',
+               'repeat_interleave'}
 
     def __init__(self):
         super().__init__()
         self.seen = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket.__name__ in self.SYNCING:
-            self.seen.append(func.overloadpacket.__name__)
+        name = func.overloadpacket.__name__
+        if name in self.SYNCING or name in ('index', 'index_put_',
+                                            'index_put') and any(
+                torch.is_tensor(i) and i.dtype == torch.bool
+                for i in (args[1] if len(args) > 1 else []) or []):
+            self.seen.append(name)
         return func(*args, **(kwargs or {}))
 
 
-def test_skd_train_step_makes_no_host_sync():
-    """Data preprocessing (with the batched crop and flip), student and
-    teacher passes, the three losses, the bank lookup, backward and the SGD
-    step read no tensor value on the host, so on CUDA the host can queue
-    the next step while the device works. (mmengine's logging reads the
-    losses after the step, outside it.) The bank turns on from the second
-    epoch; its gate is a tensor."""
+def _skd_step_setup(device='cpu'):
+    """Tiny SKD-BNN model with the batched crop, its optimizer wrapper and a
+    batch, after one step and an epoch end (the bank is on)."""
     import numpy as np
-    from mmpretrain.datasets.transforms import PackInputs
-
     from mmengine.dataset import default_collate
+    from mmpretrain.datasets.transforms import PackInputs
 
     from skd_bnn_mm.datasets import DeferredCropFlip
     cfg = copy.deepcopy(TINY_SKD)
@@ -485,7 +490,7 @@ def test_skd_train_step_makes_no_host_sync():
     torch.manual_seed(0)
     model = MODELS.build(cfg)
     model.init_weights()
-    model.train()
+    model.to(device).train()
     optim_wrapper = build_optim_wrapper(model, copy.deepcopy(SGD))
     crop = DeferredCropFlip(8, padding=2, padding_mode='edge')
     pack = PackInputs(algorithm_keys=['crop_flip'])
@@ -497,6 +502,15 @@ def test_skd_train_step_makes_no_host_sync():
     ])
     model.train_step(batch, optim_wrapper)  # first step (lazy state)
     model.soft_label_bank.update(epoch=0)  # an epoch end: the bank is on
+    return model, optim_wrapper, batch
+
+
+def test_skd_train_step_dispatches_no_syncing_operator():
+    """Data preprocessing (with the batched crop and flip), student and
+    teacher passes, the three losses with the bank on, backward and the
+    SGD step dispatch none of the operators that make the host wait for a
+    CUDA device. The bank's gate is a tensor, not a bool."""
+    model, optim_wrapper, batch = _skd_step_setup()
     assert bool(model.soft_label_bank.active())
     mode = _SyncingOps()
     with mode:
@@ -506,4 +520,24 @@ def test_skd_train_step_makes_no_host_sync():
     # the recorder catches what it should
     with mode:
         bool(out['loss_cls'] > 0)
-    assert mode.seen
+        out['loss_cls'].new_ones(3)[torch.tensor([True, False, True])]
+    assert mode.seen == ['_local_scalar_dense', 'index']
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_skd_model_step_does_not_wait_for_the_device_on_cuda():
+    """On CUDA: the forward and loss of the model (student and teacher
+    passes, three losses, bank), backward and the SGD step run without a
+    host-device synchronisation (the data preprocessing, whose blocking
+    host-to-device copies are mmengine's and mmpretrain's, runs first)."""
+    model, optim_wrapper, batch = _skd_step_setup('cuda')
+    data = model.data_preprocessor(batch, True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        losses = model(**data, mode='loss')
+        parsed, _ = model.parse_losses(losses)
+        optim_wrapper.update_params(parsed)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(parsed).item()

@@ -223,7 +223,10 @@ def synthetic_batches(cfg, shape, batch_size, num_classes, seed, count=2):
                                       ori_shape=tuple(shape[1:])))
                         for i, (img, y) in enumerate(zip(images, labels))
                     ]
-                except Exception:  # e.g. LoadImageFromFile: no file here
+                except Exception as exc:  # e.g. LoadImageFromFile
+                    print(f'synthetic data: the training pipeline cannot '
+                          f'run on in-memory images ({type(exc).__name__}: '
+                          f'{exc}); the images are packed without it.')
                     pipeline, samples = None, None
             if samples is None:
                 samples = [
@@ -257,19 +260,22 @@ def build_collate_fn(cfg):
 
 
 def build_train_pipeline(cfg):
-    """The training dataset's pipeline (mmpretrain transforms), or None."""
+    """The training dataset's pipeline (mmpretrain transforms), looking
+    through dataset wrappers (``dataset=...``/``datasets=[...]``), or None
+    when the config has none."""
     from mmcv.transforms import Compose
     from mmpretrain.registry import TRANSFORMS
-    dataset = dict((cfg.get('train_dataloader', None) or {}).get(
-        'dataset', None) or {})
-    steps = dataset.get('pipeline', None)
+    dataset = (cfg.get('train_dataloader', None) or {}).get('dataset', None)
+    while isinstance(dataset, dict) and not dataset.get('pipeline'):
+        inner = dataset.get('dataset', None)
+        if inner is None and dataset.get('datasets'):
+            inner = dataset['datasets'][0]
+        dataset = inner
+    steps = dataset.get('pipeline') if isinstance(dataset, dict) else None
     if not steps:
         return None
-    try:
-        return Compose([TRANSFORMS.build(dict(t)) if isinstance(t, dict)
-                        else t for t in steps])
-    except Exception:
-        return None
+    return Compose([TRANSFORMS.build(dict(t)) if isinstance(t, dict)
+                    else t for t in steps])
 
 
 def loader_batches(cfg, batch_size, num_workers, data_root, seed):

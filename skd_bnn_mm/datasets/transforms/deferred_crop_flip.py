@@ -29,8 +29,11 @@ class DeferredCropFlip(BaseTransform):
     SKD-BNN recipe asks.
 
     Adds ``crop_flip`` (a dict: ``top``, ``left``, ``flip``, ``size``,
-    ``padding_mode``, ``pad_val``; ``top``/``left`` in unpadded coordinates,
-    negative inside the padding) and the cropped ``img_shape``. Pack it with
+    ``padding_mode``, ``pad_val`` and the ``source`` image size; ``top``/
+    ``left`` in unpadded coordinates, negative inside the padding) and the
+    cropped ``img_shape``. It must be the last transform that changes the
+    image geometry: the preprocessor refuses images whose size is no longer
+    ``source``. Pack it with
     ``dict(type='PackInputs', algorithm_keys=['crop_flip'])``.
 
     Args:
@@ -41,7 +44,8 @@ class DeferredCropFlip(BaseTransform):
             repeating the border) or 'symmetric' (mirror repeating it), as
             ``mmcv.impad``. Defaults to 'constant'.
         pad_val (Number | Sequence[Number]): fill of 'constant', one value
-            or one per channel. Defaults to 0.
+            for every channel or one per channel, rounded to the nearest
+            integer for integer images (which must hold it). Defaults to 0.
         flip_prob (float): probability of a horizontal flip. Defaults to 0.5.
     """
 
@@ -65,6 +69,15 @@ class DeferredCropFlip(BaseTransform):
         if padding_mode not in PADDING_MODES:
             raise ValueError(f'{name}: padding_mode must be one of '
                              f'{PADDING_MODES}, got {padding_mode!r}')
+        values = (pad_val, ) if isinstance(pad_val, Number) else pad_val
+        try:
+            values = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            values = ()
+        if not values or not all(np.isfinite(values)):
+            raise ValueError(f'{name}: pad_val must be a finite number or a '
+                             f'sequence of them (one per channel), got '
+                             f'{pad_val!r}')
         if not isinstance(pad_val, Number):
             pad_val = tuple(pad_val)
         if not 0.0 <= flip_prob <= 1.0:
@@ -77,7 +90,16 @@ class DeferredCropFlip(BaseTransform):
         self.flip_prob = float(flip_prob)
 
     def transform(self, results: dict) -> dict:
-        h, w = results['img'].shape[:2]
+        img = results['img']
+        h, w = img.shape[:2]
+        if self.padding and self.padding_mode == 'constant' and \
+                np.issubdtype(img.dtype, np.integer):
+            info = np.iinfo(img.dtype)
+            values = np.round(np.atleast_1d(self.pad_val))
+            if values.min() < info.min or values.max() > info.max:
+                raise ValueError(
+                    f'{type(self).__name__}: pad_val {self.pad_val!r} does '
+                    f'not fit {img.dtype} images ({info.min}..{info.max})')
         th, tw = self.crop_size
         ph, pw = h + 2 * self.padding, w + 2 * self.padding
         if ph < th or pw < tw:
@@ -99,7 +121,8 @@ class DeferredCropFlip(BaseTransform):
             flip=flip is not None,
             size=self.crop_size,
             padding_mode=self.padding_mode,
-            pad_val=self.pad_val)
+            pad_val=self.pad_val,
+            source=(h, w))
         results['img_shape'] = self.crop_size
         return results
 

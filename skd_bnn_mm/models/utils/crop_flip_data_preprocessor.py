@@ -59,14 +59,30 @@ def crop_flip_batch(inputs: torch.Tensor,
                  cols.view(n, 1, 1, -1)]
     if padding_mode == 'constant':
         inside = rows_in.view(n, 1, -1, 1) & cols_in.view(n, 1, 1, -1)
-        fill = torch.as_tensor(pad_val, dtype=inputs.dtype, device=dev)
-        if fill.dim() == 1:
-            if fill.numel() != c:
-                raise ValueError(f'pad_val has {fill.numel()} values for '
-                                 f'{c} channels')
-            fill = fill.view(1, c, 1, 1)
-        out = torch.where(inside, out, fill)
+        out = torch.where(inside, out, _fill(pad_val, inputs.dtype, c, dev))
     return out
+
+
+def _fill(pad_val, dtype: torch.dtype, channels: int,
+          device: torch.device) -> torch.Tensor:
+    """``pad_val`` as a tensor of ``dtype``: one value, or ``[1, C, 1, 1]``
+    for one value per channel; rounded (not truncated) for integer types."""
+    fill = torch.as_tensor(pad_val, dtype=torch.float64)
+    if fill.dim() > 1 or fill.dim() == 1 and fill.numel() not in (1,
+                                                                  channels):
+        raise ValueError(
+            f'pad_val {pad_val!r} must be one number or {channels} (one per '
+            f'channel of the images)')
+    if not dtype.is_floating_point:
+        fill = fill.round()
+        info = torch.iinfo(dtype)
+        if fill.min() < info.min or fill.max() > info.max:
+            raise ValueError(f'pad_val {pad_val!r} does not fit {dtype} '
+                             f'images ({info.min}..{info.max})')
+    fill = fill.to(dtype)
+    if fill.dim() == 1:
+        fill = fill.view(1, -1, 1, 1)
+    return fill.to(device)
 
 
 @MODELS.register_module()
@@ -106,11 +122,14 @@ class CropFlipClsDataPreprocessor(ClsDataPreprocessor):
                    params: List[dict]) -> torch.Tensor:
         first = params[0]
         keys = ('size', 'padding_mode', 'pad_val')
-        if any(tuple(p[k] for k in keys) != tuple(first[k] for k in keys)
-               for p in params):
-            raise ValueError(
-                f'{type(self).__name__}: the samples of a batch must share '
-                f'one crop size, padding_mode and pad_val')
+        for p in params:
+            if any(p[k] != first[k] for k in keys):
+                raise ValueError(
+                    f'{type(self).__name__}: the samples of a batch must '
+                    f'share one crop size, padding_mode and pad_val, got '
+                    f'{ {k: first[k] for k in keys} } and '
+                    f'{ {k: p[k] for k in keys} }; give every dataset of '
+                    f'the loader the same DeferredCropFlip settings')
         if isinstance(inputs, (list, tuple)):
             if len({tuple(x.shape) for x in inputs}) != 1:
                 return torch.stack([
@@ -122,8 +141,22 @@ class CropFlipClsDataPreprocessor(ClsDataPreprocessor):
             raise ValueError(
                 f'{type(self).__name__}: expected {len(params)} images '
                 f'[C, H, W], got inputs of shape {tuple(inputs.shape)}')
+        for p in params:
+            source = p.get('source', None)
+            if source is not None and tuple(source) != tuple(
+                    inputs.shape[-2:]):
+                raise ValueError(
+                    f'{type(self).__name__}: the crop was drawn for a '
+                    f'{tuple(source)} image but the image is '
+                    f'{tuple(inputs.shape[-2:])}: DeferredCropFlip must be '
+                    f'the last transform that changes the image size '
+                    f'before PackInputs')
         table = torch.tensor([[p['top'], p['left'], int(p['flip'])]
-                              for p in params]).to(inputs.device)
+                              for p in params])
+        if inputs.device.type == 'cuda':  # no wait for the device
+            table = table.pin_memory().to(inputs.device, non_blocking=True)
+        else:
+            table = table.to(inputs.device)
         return crop_flip_batch(inputs, table[:, 0], table[:, 1],
                                table[:, 2].bool(), tuple(first['size']),
                                first['padding_mode'], first['pad_val'])
