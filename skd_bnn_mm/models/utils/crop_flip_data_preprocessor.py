@@ -82,7 +82,15 @@ def _fill(pad_val, dtype: torch.dtype, channels: int,
     fill = fill.to(dtype)
     if fill.dim() == 1:
         fill = fill.view(1, -1, 1, 1)
-    return fill.to(device)
+    return _to_device(fill, device)
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small host tensor to ``device``; to CUDA from pinned memory
+    without making the host wait for the device."""
+    if device.type == 'cuda':
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 @MODELS.register_module()
@@ -151,12 +159,9 @@ class CropFlipClsDataPreprocessor(ClsDataPreprocessor):
                     f'{tuple(inputs.shape[-2:])}: DeferredCropFlip must be '
                     f'the last transform that changes the image size '
                     f'before PackInputs')
-        table = torch.tensor([[p['top'], p['left'], int(p['flip'])]
-                              for p in params])
-        if inputs.device.type == 'cuda':  # no wait for the device
-            table = table.pin_memory().to(inputs.device, non_blocking=True)
-        else:
-            table = table.to(inputs.device)
+        table = _to_device(
+            torch.tensor([[p['top'], p['left'], int(p['flip'])]
+                          for p in params]), inputs.device)
         return crop_flip_batch(inputs, table[:, 0], table[:, 1],
                                table[:, 2].bool(), tuple(first['size']),
                                first['padding_mode'], first['pad_val'])
