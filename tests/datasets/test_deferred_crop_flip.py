@@ -26,6 +26,17 @@ def _images(n, h=32, w=32, seed=1):
     return [rng.randint(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
 
+def _reference(padded, params, padding, size):
+    """The crop and flip of ``params`` done on the padded HWC image by
+    slicing, as a CHW float tensor."""
+    top, left = params['top'] + padding, params['left'] + padding
+    want = padded[top:top + size[0], left:left + size[1]]
+    if params['flip']:
+        want = want[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(want)).permute(2, 0,
+                                                                1).float()
+
+
 def _deferred(images, transform, seed):
     np.random.seed(seed)
     return [PACK(transform(dict(img=im.copy(), gt_label=0)))
@@ -66,12 +77,7 @@ def test_every_padding_mode_matches_mmcv_impad(mode):
         p = item['data_samples'].crop_flip
         padded = mmcv.impad(image, padding=6, padding_mode=mode,
                             pad_val=pad_val)
-        top, left = p['top'] + 6, p['left'] + 6
-        want = padded[top:top + 22, left:left + 16]
-        if p['flip']:
-            want = want[:, ::-1]
-        want = torch.from_numpy(np.ascontiguousarray(want)).permute(2, 0, 1)
-        assert torch.equal(got, want.float())
+        assert torch.equal(got, _reference(padded, p, 6, (22, 16)))
 
 
 def _cifar_base():
@@ -162,11 +168,7 @@ def test_images_of_different_sizes_are_cropped_one_by_one():
     assert out.shape == (5, 3, 32, 32)
     for image, item, got in zip(images, items, out):
         p = item['data_samples'].crop_flip
-        want = image[p['top']:p['top'] + 32, p['left']:p['left'] + 32]
-        if p['flip']:
-            want = want[:, ::-1]
-        want = torch.from_numpy(np.ascontiguousarray(want)).permute(2, 0, 1)
-        assert torch.equal(got, want.float())
+        assert torch.equal(got, _reference(image, p, 0, (32, 32)))
 
 
 def test_pad_val_fills_every_channel_and_is_checked():
