@@ -244,18 +244,20 @@ def build_collate_fn(cfg):
     """The train loader's ``collate_fn``, built as mmengine's Runner does."""
     from functools import partial
 
+    import mmengine.dataset  # noqa: F401  (registers the collate functions)
     from mmengine.registry import FUNCTIONS
     collate_cfg = dict(cfg.get('train_dataloader', None) or {}).get(
         'collate_fn', None) or dict(type='pseudo_collate')
     if callable(collate_cfg):
         return collate_cfg
     collate_cfg = dict(collate_cfg)
-    fn = collate_cfg.pop('type')
+    name = fn = collate_cfg.pop('type')
     if isinstance(fn, str):
         fn = FUNCTIONS.get(fn)
         if fn is None:
-            raise SystemExit(f'Unknown collate_fn {collate_cfg!r} in '
-                             f'train_dataloader.')
+            raise SystemExit(f'Unknown collate_fn type {name!r} in '
+                             f'train_dataloader (e.g. default_collate, '
+                             f'pseudo_collate).')
     return partial(fn, **collate_cfg)
 
 
