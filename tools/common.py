@@ -92,9 +92,16 @@ def apply_launcher(cfg):
     dist_cfg = env_cfg.setdefault('dist_cfg', {})
     if dist_cfg.get('backend', 'nccl') == 'nccl':
         dist_cfg['backend'] = 'gloo'
+    import datetime
+
     import torch.distributed as torch_dist
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend=dist_cfg['backend'])
+        # mmengine passes env_cfg.dist_cfg.timeout to its own launcher only;
+        # without it a stopped peer hangs gloo for torch's 30 minutes
+        timeout = dist_cfg.get('timeout', None)
+        kwargs = {} if timeout is None else dict(
+            timeout=datetime.timedelta(seconds=float(timeout)))
+        torch_dist.init_process_group(backend=dist_cfg['backend'], **kwargs)
     if torch_dist.get_rank() == 0:
         print(f'No CUDA device: distributed training on CPU with '
               f'{dist_cfg["backend"]} ({torch_dist.get_world_size()} '

@@ -1,6 +1,7 @@
 """Train a model from a config (mmpretrain conventions).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]]
+        [--amp [fp16|bf16]]
         [--cfg-options key=value ...] [--launcher pytorch|slurm|mpi]
 """
 import argparse
@@ -23,11 +24,14 @@ def parse_args(argv=None):
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint; without a value, resume from the '
-        'latest checkpoint in the work dir')
+        'latest checkpoint in the work dir (a work dir without checkpoints '
+        'starts from the config\'s load_from, or from scratch)')
     parser.add_argument(
-        '--amp', action='store_true',
-        help='mixed precision: fp16 AMP with loss scaling on CUDA, bfloat16 '
-        'autocast on the CPU')
+        '--amp', nargs='?', const='auto', choices=['fp16', 'bf16'],
+        help='mixed precision; alone: fp16 with dynamic loss scaling on '
+        "CUDA (mmengine's AmpOptimWrapper), bfloat16 on the CPU; "
+        '--amp fp16 / --amp bf16 choose (fp16 on the CPU: '
+        'AutocastOptimWrapper with torch.amp.GradScaler)')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate checkpoints during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -49,28 +53,24 @@ def parse_args(argv=None):
     return args
 
 
-def apply_amp(cfg):
-    """``--amp``: mmengine's AmpOptimWrapper (fp16, dynamic loss scale) on
-    the accelerators it supports (CUDA, NPU, MLU, MUSA), as mmpretrain does;
-    elsewhere (CPU), where it refuses to start, bf16 autocast through
-    AutocastOptimWrapper (bf16 needs no loss scaling)."""
+def apply_amp(cfg, amp='auto'):
+    """``--amp [fp16|bf16]``: the optim wrapper of
+    ``skd_bnn_mm.engine.optim.amp_optim_wrapper_cfg`` for this device
+    (mmengine's AmpOptimWrapper on CUDA/NPU/MLU/MUSA, AutocastOptimWrapper
+    elsewhere); a bare ``--amp`` is fp16 there and bf16 on the CPU."""
     from mmengine.device import get_device
-    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    allowed = ('OptimWrapper', 'AmpOptimWrapper', 'AutocastOptimWrapper')
-    if wrapper not in allowed:
-        raise SystemExit(f'--amp works with optim_wrapper types {allowed}, '
-                         f'not {wrapper!r}; set the mixed-precision options '
-                         'of that wrapper in the config instead.')
-    if get_device() in ('cuda', 'npu', 'mlu', 'musa'):  # AmpOptimWrapper's
-        if wrapper != 'AutocastOptimWrapper':
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-        return
-    if wrapper != 'AutocastOptimWrapper':
-        from skd_bnn_mm.engine.fast import amp_optim_wrapper_cfg
-        cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, 'bf16',
-                                                  'cpu')
-    print('--amp without CUDA: bfloat16 autocast (AutocastOptimWrapper).',
+
+    from skd_bnn_mm.engine.optim import amp_optim_wrapper_cfg, config_amp
+    device = get_device()
+    try:
+        wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, amp, device)
+    except ValueError as err:
+        raise SystemExit(f'--amp: {err}') from None
+    cfg.optim_wrapper = wrapper
+    scale = wrapper.get('loss_scale', None)
+    print(f'--amp on {device}: {config_amp(wrapper, device)} autocast '
+          f'({wrapper["type"]}'
+          f'{f", loss scale {scale}" if scale is not None else ""}).',
           flush=True)
 
 
@@ -89,11 +89,12 @@ def merge_args(cfg, args):
                                 osp.splitext(osp.basename(args.config))[0])
 
     if args.amp:
-        apply_amp(cfg)
+        apply_amp(cfg, args.amp)
 
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        # resume the work dir's newest checkpoint; in a work dir without
+        # one, start from the config's load_from (weights) if it has one
+        cfg.resume = 'auto'
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume

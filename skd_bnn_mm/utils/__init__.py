@@ -2,12 +2,15 @@ from .atomic_io import (atomic_torch_save, atomic_write, atomic_write_bytes,
                         atomic_write_text, is_temp_file)
 from .checkpoint import (CheckpointError, CorruptCheckpointError,
                          UnsafeCheckpointError, load_checkpoint_file,
-                         safe_globals)
+                         safe_globals, state_dict_problems)
 from .registry_check import unknown_types
+from .safe_types import (UnsafeTypeError, check_registered_types,
+                         unsafe_types)
 
 __all__ = [
     'CheckpointError', 'CorruptCheckpointError', 'UnsafeCheckpointError',
     'load_checkpoint_file', 'safe_globals', 'atomic_write',
     'atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save',
-    'is_temp_file', 'unknown_types'
+    'is_temp_file', 'unknown_types', 'UnsafeTypeError',
+    'check_registered_types', 'unsafe_types'
 ]

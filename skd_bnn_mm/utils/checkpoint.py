@@ -131,6 +131,36 @@ def load_checkpoint_file(filename: str, map_location=None):
             'checkpoint of the work dir.') from None
 
 
+#: state entries that count something and can never be negative
+COUNTERS = ('counts', 'last_counts', 'num_updates', 'num_batches_tracked')
+
+
+def state_dict_problems(state_dict, limit: int = 8) -> List[str]:
+    """What makes a loaded state dict unusable, one line per key.
+
+    NaN/inf in a floating-point tensor (a run that diverged before it was
+    saved, or a damaged file), and negative values in counters
+    (:data:`COUNTERS`: the soft-label bank's counts and ``num_updates``,
+    BatchNorm's ``num_batches_tracked``).
+    """
+    problems = []
+    for key, value in state_dict.items():
+        if not torch.is_tensor(value):
+            continue
+        if value.is_floating_point() or value.is_complex():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                problems.append(f'{key} holds {bad} NaN/inf value(s) of '
+                                f'{value.numel()}')
+        elif key.rsplit('.', 1)[-1] in COUNTERS and value.numel() and \
+                int(value.min()) < 0:
+            problems.append(f'{key} is negative ({int(value.min())}), a '
+                            'count cannot be')
+    if len(problems) > limit:
+        problems = problems[:limit] + [f'... and {len(problems) - limit} more']
+    return problems
+
+
 def _load_from_local(filename, map_location):
     return load_checkpoint_file(filename, map_location)
 

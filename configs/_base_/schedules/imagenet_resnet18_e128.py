@@ -9,6 +9,8 @@ param_scheduler = dict(type='WarmupCosineLR', warmup=8, begin=0, by_epoch=True)
 # `end` is left out: mmengine sets it to train_cfg.max_epochs, so shortening
 # max_epochs shortens the cosine too.
 
-train_cfg = dict(by_epoch=True, max_epochs=128, val_interval=1)
+# the epoch loop that resumes mid-epoch (any runner, mmpretrain's tools too)
+train_cfg = dict(type='SafeEpochBasedTrainLoop', max_epochs=128,
+                 val_interval=1)
 val_cfg = dict()
 test_cfg = dict()

@@ -9,3 +9,9 @@ from .epoch_seed_hook import EpochSeedHook  # noqa: E402
 __all__ += ['EpochSeedHook']
 from .rank_consistency_hook import RankConsistencyHook  # noqa: E402
 __all__ += ['RankConsistencyHook']
+from .finite_loss_hook import FiniteLossHook  # noqa: E402
+__all__ += ['FiniteLossHook']
+from .safe_checkpoint_hook import SafeCheckpointHook  # noqa: E402
+__all__ += ['SafeCheckpointHook']
+from .setup_check_hook import SetupCheckHook  # noqa: E402
+__all__ += ['SetupCheckHook']

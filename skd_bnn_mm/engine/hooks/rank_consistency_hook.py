@@ -60,7 +60,10 @@ class RankConsistencyHook(Hook):
       training, before the checkpoint is written, if the processes differ,
       naming the entries.
 
-    Outside distributed runs it does nothing.
+    Outside distributed runs it does nothing. It is in every config
+    (``default_hooks.rank_consistency``), so validation and the saved
+    checkpoint see the same statistics; a second instance (a config that
+    also lists it in ``custom_hooks``) does nothing.
 
     Args:
         sync_norm_stats (bool): average BatchNorm running statistics.
@@ -78,6 +81,12 @@ class RankConsistencyHook(Hook):
         self.sync_norm_stats = sync_norm_stats
         self.check = check
         self.interval = interval
+        self._active = True
+
+    def before_run(self, runner) -> None:
+        first = next(h for h in runner.hooks
+                     if isinstance(h, RankConsistencyHook))
+        self._active = first is self
 
     @staticmethod
     def _model(runner) -> torch.nn.Module:
@@ -85,7 +94,7 @@ class RankConsistencyHook(Hook):
             else runner.model
 
     def after_train_epoch(self, runner) -> None:
-        if dist.get_world_size() == 1:
+        if not self._active or dist.get_world_size() == 1:
             return
         if not (self.every_n_epochs(runner, self.interval)
                 or self.is_last_train_epoch(runner)):

@@ -1,6 +1,5 @@
-"""Epoch-end update of SKD-BNN's soft-label bank, and a loss sanity check."""
+"""Epoch-end update of SKD-BNN's soft-label bank."""
 import json
-import math
 import os
 import os.path as osp
 from typing import List, Optional, Tuple
@@ -34,16 +33,14 @@ class SoftLabelBankHook(Hook):
     - ``save_interval=N`` (0 = off): every N epochs the main process writes
       ``{work_dir}/{out_dir}/epoch_{n}.json`` with the class names, the
       per-class counts of correct samples and the bank's logits.
-    - ``check_finite``: after every iteration the logged loss parts (the
-      floats mmengine's ``RuntimeInfoHook`` has just copied to the host, so
-      no extra device sync) are checked, and a non-finite one stops training
-      with an error that names it. The step that produced it has already
-      been applied.
+    The loss check that used to live here is
+    :class:`~skd_bnn_mm.engine.hooks.FiniteLossHook` (in every config).
 
     Args:
         save_interval (int): epochs between bank dumps; 0 disables them.
         out_dir (str): folder under the work dir for the dumps.
-        check_finite (bool): raise on non-finite logged losses.
+        check_finite (bool): accepted for older configs; the check is done
+            by ``FiniteLossHook``.
     """
 
     priority = 'NORMAL'
@@ -55,6 +52,7 @@ class SoftLabelBankHook(Hook):
                              f'got {save_interval!r}')
         self.save_interval = save_interval
         self.out_dir = out_dir
+        # the loss check is FiniteLossHook's (default_hooks); kept readable
         self.check_finite = check_finite
         self._mid_epoch = False
         self._warned = False
@@ -72,7 +70,7 @@ class SoftLabelBankHook(Hook):
             self._warned = True
             runner.logger.warning(
                 'SoftLabelBankHook: the model has no SoftLabelBank (label '
-                'loss off?); the hook only checks losses.')
+                'loss off?); the hook has nothing to do.')
         return banks
 
     def before_train(self, runner) -> None:
@@ -83,22 +81,6 @@ class SoftLabelBankHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
         self._mid_epoch = True
-        if not (self.check_finite and outputs):
-            return
-        scalars = runner.message_hub.log_scalars
-        keys = [k for k in outputs if 'loss' in k]
-        # the parts first, so that the message names the culprit
-        for key in sorted(keys, key=lambda k: k == 'loss'):
-            buffer = scalars.get(f'train/{key}')
-            if buffer is None:
-                continue
-            value = buffer.current()
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f'{key} is {value} at epoch {runner.epoch + 1}, iteration '
-                    f'{runner.iter + 1}. Lower the learning rate or that '
-                    'loss\'s loss_weight, check the data, or resume from an '
-                    'earlier checkpoint.')
 
     def after_train_epoch(self, runner) -> None:
         self._mid_epoch = False

@@ -79,3 +79,13 @@ def resume_candidates(work_dir: str, filename_tmpls: Sequence[str],
         key = first if '://' in first else osp.abspath(first)
         ordered = [first] + [p for p in ordered if p != key]
     return ordered, notes
+
+
+def other_checkpoints(work_dir: str) -> List[str]:
+    """``.pth`` files of ``work_dir`` (e.g. ``best_*``), by name; an automatic
+    resume never starts over next to them."""
+    if not osp.isdir(work_dir):
+        return []
+    return sorted(name for name in os.listdir(work_dir)
+                  if name.endswith('.pth') and not is_temp_file(name)
+                  and osp.isfile(osp.join(work_dir, name)))

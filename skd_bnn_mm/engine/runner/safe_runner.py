@@ -8,16 +8,18 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
+from mmengine.registry import RUNNERS as ROOT_RUNNERS
+from mmengine.runner import EpochBasedTrainLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 from mmpretrain.registry import RUNNERS
 
 from skd_bnn_mm.utils.atomic_io import atomic_torch_save, atomic_write_text
 from skd_bnn_mm.utils.checkpoint import (CheckpointError,
-                                         CorruptCheckpointError)
+                                         CorruptCheckpointError,
+                                         state_dict_problems)
 from skd_bnn_mm.utils.registry_check import (describe_unknown_types,
                                              unknown_types)
-from .checkpoint_files import POINTER, resume_candidates
+from .checkpoint_files import POINTER, other_checkpoints, resume_candidates
 from .safe_loops import SafeEpochBasedTrainLoop
 
 
@@ -105,8 +107,26 @@ class SafeRunner(Runner):
       the newest checkpoint of the work dir is used; if the chosen file is
       truncated or corrupt, the next older one is tried, with a warning that
       names the skipped file (left in place). A file refused as unsafe, or a
-      checkpoint of another model, stops the run instead. If no checkpoint
-      can be read, the run stops rather than start over.
+      checkpoint of another model, stops the run instead. It never starts
+      over silently: if no checkpoint can be read, or the pointer names a
+      missing file and nothing else is there, or the work dir holds only
+      other ``.pth`` files (``best_*``), the run stops with what to do.
+      With ``resume='auto'`` (``tools/train.py --resume`` without a path)
+      and the config's ``load_from`` set, a work dir without checkpoints
+      starts from ``load_from`` as the config says (weights only); once
+      the work dir has checkpoints, they are resumed.
+    - The config being run wins on resume: the learning-rate schedule
+      (``end``, warm-up, base values) and the optimizer's hyper-parameters
+      (``lr``, ``weight_decay``, ...) are taken from the config, the
+      restored step is kept, and every value that differs from the
+      checkpoint is logged as a warning. EDE follows the same
+      ``max_epochs``. A checkpoint past ``max_epochs`` is refused.
+    - Loaded state is checked: NaN/inf in any tensor, negative counters
+      (soft-label bank counts, ``num_updates``, BatchNorm's
+      ``num_batches_tracked``) stop the load and name the key.
+    - A failed save (full disk) says that nothing was removed; with
+      :class:`~skd_bnn_mm.engine.hooks.SafeCheckpointHook` older files are
+      removed only after the new one is written.
     - ``before_save_checkpoint`` runs on every process: mmengine calls it on
       the main process only, so a hook with a collective there (the
       soft-label bank sums its per-process statistics into mid-epoch
@@ -117,9 +137,13 @@ class SafeRunner(Runner):
       is dropped, and so are message-hub paths outside this run's checkpoint
       folders (which mmengine's ``CheckpointHook`` would delete).
     - Resuming from a checkpoint taken in the middle of an epoch continues
-      that epoch where it stopped (:class:`SafeEpochBasedTrainLoop`, used for
+      that epoch where it stopped (:class:`SafeEpochBasedTrainLoop`, named in
+      the configs' ``train_cfg`` and also used for
       ``train_cfg=dict(by_epoch=True)``), rather than training its first
       batches twice.
+    - Registered in mmengine's root ``RUNNERS`` too, so tools that build
+      ``RUNNERS.build(cfg)`` from mmengine (mmpretrain's ``tools/train.py``,
+      ``tools/test.py``, ``mim``) find it under any default scope.
     - A misspelt ``type`` in the model config is reported with its place in
       the config and the closest registered names.
     - With ``compile`` set, the optimizer step is left uncompiled: torch
@@ -140,12 +164,79 @@ class SafeRunner(Runner):
             keep_optimizer_step_uncompiled(self.optim_wrapper)
 
     def resume(self, filename, *args, **kwargs):
+        fresh = self._schedule_state()
         self._resuming = True
         try:
             super().resume(filename, *args, **kwargs)
         finally:
             self._resuming = False
-        self._continue_mid_epoch()
+        self._apply_config_schedule(fresh, filename)
+
+    # --- the config's schedule wins on resume ---------------------------
+
+    #: scheduler state that is progress (restored), not configuration
+    _PROGRESS_KEYS = frozenset({'last_step', '_global_step', '_last_value',
+                                '_get_value_called_within_step', 'verbose'})
+
+    def _schedulers(self) -> list:
+        scheds = self.param_schedulers
+        if isinstance(scheds, dict):
+            return [s for group in scheds.values() for s in group]
+        return [s for s in scheds or [] if hasattr(s, 'state_dict')]
+
+    def _optimizers(self) -> list:
+        wrapper = self.optim_wrapper
+        if hasattr(wrapper, 'optimizer'):
+            return [wrapper.optimizer]
+        return [w.optimizer for w in getattr(wrapper, 'values', lambda: [])()]
+
+    def _schedule_state(self):
+        import copy
+        groups = [[{k: copy.deepcopy(v) for k, v in g.items()
+                    if k not in ('params', 'lr')} for g in opt.param_groups]
+                  for opt in self._optimizers()]
+        scheds = [copy.deepcopy(s.state_dict()) for s in self._schedulers()]
+        return groups, scheds
+
+    def _apply_config_schedule(self, fresh, filename) -> None:
+        groups, scheds = fresh
+        changes = []
+        for opt, fresh_groups in zip(self._optimizers(), groups):
+            for i, (group, ref) in enumerate(zip(opt.param_groups,
+                                                 fresh_groups)):
+                for key, value in ref.items():
+                    if key in group and group[key] != value:
+                        changes.append(f'optimizer group {i} {key}: '
+                                       f'{group[key]} -> {value}')
+                        group[key] = value
+        schedulers = self._schedulers()
+        for i, (sched, ref) in enumerate(zip(schedulers, scheds)):
+            for key, value in ref.items():
+                if key in self._PROGRESS_KEYS:
+                    continue
+                old = getattr(sched, key, None)
+                if old != value:
+                    changes.append(f'param_scheduler {i} '
+                                   f'({type(sched).__name__}) {key}: {old} '
+                                   f'-> {value}')
+                    setattr(sched, key, value)
+        if not changes:
+            return
+        for sched in schedulers:
+            closed = getattr(sched, '_get_closed_form', None)
+            if closed is None and type(sched).__name__ == 'WarmupCosineLR':
+                closed = sched._get_value  # closed form by construction
+            if closed is None or not (
+                    sched.begin <= sched._global_step < sched.end):
+                continue
+            values = closed()
+            for group, value in zip(sched.optimizer.param_groups, values):
+                group[sched.param_name] = value
+            sched._last_value = values
+        self.logger.warning(
+            f'Resumed from "{filename}" with a config that differs from the '
+            'checkpoint; the config\'s values are used from the restored step '
+            'on: ' + '; '.join(changes))
 
     def build_train_loop(self, loop):
         """``by_epoch=True`` builds :class:`SafeEpochBasedTrainLoop`."""
@@ -156,36 +247,31 @@ class SafeRunner(Runner):
             loop['type'] = SafeEpochBasedTrainLoop
         return super().build_train_loop(loop)
 
-    def _continue_mid_epoch(self) -> None:
-        loop = self.train_loop
-        if not isinstance(loop, SafeEpochBasedTrainLoop):
-            return
-        per_epoch = len(loop.dataloader)
-        done = loop.iter - loop.epoch * per_epoch
-        if 0 < done <= per_epoch:
-            loop.skip_batches = done
-            self.logger.info(
-                f'Resuming in the middle of epoch {loop.epoch + 1}: its '
-                f'first {done} of {per_epoch} batches were trained before '
-                'the checkpoint and are skipped.')
-        elif done != 0:
-            self.logger.warning(
-                f'The checkpoint\'s iteration {loop.iter} does not fall in '
-                f'epoch {loop.epoch + 1} at {per_epoch} iterations per epoch '
-                '(batch size, data or number of processes changed?); the '
-                'epoch is trained from its start.')
-
     def load_checkpoint(self, filename, map_location='cpu', strict=False,
                         revise_keys=[(r'^module.', '')]):
-        if not self._resuming:
-            return super().load_checkpoint(filename, map_location, strict,
-                                           revise_keys)
         checkpoint = _load_checkpoint(filename, map_location=map_location)
-        self._check_training_checkpoint(checkpoint, filename)
-        self._sanitize_resumed(checkpoint, filename)
+        state = checkpoint.get('state_dict', checkpoint) \
+            if isinstance(checkpoint, dict) else None
+        problems = state_dict_problems(state) if isinstance(state, dict) \
+            else []
+        if problems:
+            raise CheckpointError(
+                f'Cannot load "{filename}": ' + '; '.join(problems) + '. The '
+                'run that saved it had probably diverged; use an earlier '
+                'checkpoint. Nothing was changed.')
+        from mmengine.runner.checkpoint import _load_checkpoint_to_model
         model = self.model.module if is_model_wrapper(self.model) \
             else self.model
-        state = checkpoint['state_dict']
+        if not self._resuming:  # load_from: mmengine's lenient load
+            self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+            checkpoint = _load_checkpoint_to_model(
+                model, checkpoint, strict, revise_keys=revise_keys)
+            self._has_loaded = True
+            self.logger.info(f'Load checkpoint from {filename}')
+            return checkpoint
+        self._check_training_checkpoint(checkpoint, filename)
+        self._check_progress(checkpoint, filename)
+        self._sanitize_resumed(checkpoint, filename)
         problems = state_dict_mismatches(model.state_dict(), state)
         if problems:
             raise RuntimeError(
@@ -196,7 +282,6 @@ class SafeRunner(Runner):
                 'use load_from (fine-tuning) and a new --work-dir; nothing in '
                 'the work dir was changed.')
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-        from mmengine.runner.checkpoint import _load_checkpoint_to_model
         checkpoint = _load_checkpoint_to_model(model, checkpoint, strict=True,
                                                revise_keys=revise_keys)
         self._has_loaded = True
@@ -217,6 +302,30 @@ class SafeRunner(Runner):
                 'epoch/iter). To start a new run from its weights use '
                 'load_from and a new --work-dir; nothing in the work dir was '
                 'changed.')
+
+    def _check_progress(self, checkpoint, filename) -> None:
+        """Refuse a checkpoint past the end of the configured training."""
+        meta = checkpoint['meta']
+        loop = self._train_loop
+        max_epochs = getattr(loop, 'max_epochs', None)
+        max_iters = getattr(loop, 'max_iters', None)
+        by_epoch = isinstance(loop, EpochBasedTrainLoop)
+        done, limit, unit = ((meta['epoch'], max_epochs, 'epoch') if by_epoch
+                             else (meta['iter'], max_iters, 'iteration'))
+        if not isinstance(limit, int):
+            return
+        if done > limit:
+            raise CheckpointError(
+                f'Cannot resume from "{filename}": it was saved at {unit} '
+                f'{done}, past the config\'s {limit} ({unit}s of '
+                'train_cfg); nothing would be trained. To train longer, raise '
+                f'train_cfg.max_{unit}s above {done}; to evaluate it use '
+                'tools/test.py. Nothing was changed.')
+        if done == limit:
+            self.logger.warning(
+                f'"{filename}" was saved at the last {unit} ({done}) of the '
+                'config: training is complete, nothing is trained. Raise '
+                f'train_cfg.max_{unit}s to train longer.')
 
     def _own_dirs(self) -> List[str]:
         """Folders this run writes checkpoints to."""
@@ -311,13 +420,23 @@ class SafeRunner(Runner):
                               state_dict=model.state_dict())
             self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
             return
-        with _atomic_local_saves():
-            super().save_checkpoint(
-                out_dir, filename, file_client_args=file_client_args,
-                save_optimizer=save_optimizer,
-                save_param_scheduler=save_param_scheduler, meta=meta,
-                by_epoch=by_epoch, backend_args=backend_args)
         filepath = osp.join(out_dir, filename)
+        try:
+            with _atomic_local_saves():
+                super().save_checkpoint(
+                    out_dir, filename, file_client_args=file_client_args,
+                    save_optimizer=save_optimizer,
+                    save_param_scheduler=save_param_scheduler, meta=meta,
+                    by_epoch=by_epoch, backend_args=backend_args)
+        except OSError as e:
+            pointer = osp.join(self.work_dir, POINTER)
+            raise OSError(
+                e.errno,
+                f'Could not write checkpoint "{filepath}" ({e.strerror or e}).'
+                ' Nothing was removed: the earlier checkpoints and '
+                f'"{pointer}" are as they were before this save. Free disk '
+                'space (or set another work dir / CheckpointHook out_dir) '
+                'and continue with --resume.') from e
         # CheckpointHook announces the file it will point last_checkpoint at
         # before saving; write the pointer atomically now. (The hook then
         # rewrites the same text in place; if that is interrupted, the
@@ -340,7 +459,9 @@ class SafeRunner(Runner):
         return tmpls or ['epoch_{}.pth', 'iter_{}.pth'], dirs
 
     def load_or_resume(self) -> None:
-        if self._has_loaded or not (self._resume and self._load_from is None):
+        auto = self._resume == 'auto' or (self._resume
+                                          and self._load_from is None)
+        if self._has_loaded or not auto:
             return super().load_or_resume()
         tmpls, dirs = self._checkpoint_name_templates()
         candidates, notes = resume_candidates(self.work_dir, tmpls, dirs)
@@ -348,9 +469,27 @@ class SafeRunner(Runner):
             self.logger.warning(f'Automatic resume: {note}; looking for '
                                 'checkpoints in the work dir instead.')
         if not candidates:
-            self.logger.info(f'Automatic resume: no checkpoint in '
-                             f'"{self.work_dir}"; training starts from '
-                             'scratch.')
+            others = other_checkpoints(self.work_dir)
+            if notes or others:
+                raise CheckpointError(
+                    'Automatic resume: ' + '; '.join(notes + (
+                        [f'the work dir holds only {others}, which are not '
+                         'checkpoints of the CheckpointHook\'s name pattern']
+                        if others else [])) + f'. Not starting over in '
+                    f'"{self.work_dir}" (it would overwrite them). Resume '
+                    'from a file with --resume PATH, or train from scratch '
+                    'with a new --work-dir; nothing was changed.')
+            if self._load_from is not None:
+                self.logger.warning(
+                    f'Automatic resume: no checkpoint in "{self.work_dir}"; '
+                    f'starting from the config\'s load_from '
+                    f'"{self._load_from}" (weights only, a new run).')
+                self.load_checkpoint(self._load_from)
+                self._has_loaded = True
+                return None
+            self.logger.warning(f'Automatic resume: no checkpoint in '
+                                f'"{self.work_dir}"; training starts from '
+                                'scratch.')
             return None
         skipped = []
         for path in candidates:
@@ -376,3 +515,9 @@ class SafeRunner(Runner):
             f'can be read ({", ".join(skipped)}); nothing was changed. Pass '
             'an intact checkpoint with --resume PATH, or train from scratch '
             'with a new --work-dir.')
+
+
+# found by mmengine's root registry too (mmpretrain's tools, mim), whatever
+# the default scope
+if 'SafeRunner' not in ROOT_RUNNERS.module_dict:
+    ROOT_RUNNERS.register_module(module=SafeRunner)
