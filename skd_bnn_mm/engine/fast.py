@@ -13,9 +13,10 @@ without a switch separate after a few steps (docs/speed.md has numbers):
   times 2^k, so any summation order gives the same float32 value); the
   full-precision stem, the teacher's real conv and the BNs round
   differently (on CPU the NHWC BatchNorm is markedly less accurate).
-- :func:`amp_optim_wrapper_cfg`: bf16 / fp16 autocast through the optim
-  wrapper (``AutocastOptimWrapper`` on CPU, mmengine's ``AmpOptimWrapper``
-  on CUDA).
+- :func:`amp_optim_wrapper_cfg` (from :mod:`skd_bnn_mm.engine.optim.amp`):
+  bf16 / fp16 autocast through the optim wrapper (``AutocastOptimWrapper``
+  on CPU, fp16 with ``torch.amp.GradScaler``; mmengine's
+  ``AmpOptimWrapper`` on CUDA).
 - :func:`compile_train_step`: ``torch.compile`` of ``train_step``, exactly
   as mmengine does for ``compile=True`` in a config.
 
@@ -24,7 +25,6 @@ channels_last=True)]``, an ``optim_wrapper`` of the types above, and
 ``compile=True``. docs/speed.md has the measurements and what was not
 measured (everything on CUDA).
 """
-import copy
 import shutil
 from typing import Optional
 
@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-AMP_CHOICES = ('none', 'bf16', 'fp16')
+# the AMP choice lives in one place; re-exported for existing imports
+from .optim.amp import AMP_CHOICES, amp_optim_wrapper_cfg  # noqa: F401
 
 #: attribute set on a model converted by :func:`to_channels_last`
 _MARK = '_skd_channels_last_handle'
@@ -75,50 +76,6 @@ def to_channels_last(model: nn.Module) -> RemovableHandle:
                                               with_kwargs=True)
     model.__dict__[_MARK] = handle
     return handle
-
-
-def amp_optim_wrapper_cfg(optim_wrapper: dict, amp: str,
-                          device: str) -> dict:
-    """``optim_wrapper`` config with autocast ``amp`` on ``device``.
-
-    - ``'none'``: float32; an ``AmpOptimWrapper`` / ``AutocastOptimWrapper``
-      becomes a plain ``OptimWrapper``, anything else is unchanged.
-    - ``'bf16'``: CPU: :class:`~skd_bnn_mm.engine.optim.AutocastOptimWrapper`;
-      CUDA: ``AmpOptimWrapper(dtype='bfloat16')`` (what ``tools/train.py
-      --amp`` plus ``optim_wrapper.dtype=bfloat16`` gives).
-    - ``'fp16'``: CUDA only, ``AmpOptimWrapper`` with dynamic loss scaling
-      (``tools/train.py --amp``).
-
-    Only plain ``OptimWrapper`` / ``AmpOptimWrapper`` /
-    ``AutocastOptimWrapper`` configs can be converted.
-    """
-    if amp not in AMP_CHOICES:
-        raise ValueError(f'Unknown amp {amp!r}; choose one of '
-                         f'{", ".join(AMP_CHOICES)}')
-    cfg = copy.deepcopy(dict(optim_wrapper))
-    kind = cfg.get('type', 'OptimWrapper')
-    known = ('OptimWrapper', 'AmpOptimWrapper', 'AutocastOptimWrapper')
-    if amp == 'none' and kind not in known[1:]:
-        return cfg
-    if kind not in known:
-        raise ValueError(
-            f'Cannot add autocast to optim_wrapper type {kind!r}; use '
-            'OptimWrapper, AmpOptimWrapper or AutocastOptimWrapper.')
-    for key in ('dtype', 'loss_scale', 'device_type', 'use_fsdp'):
-        cfg.pop(key, None)
-    if amp == 'none':
-        cfg['type'] = 'OptimWrapper'
-        return cfg
-    if device == 'cpu':
-        if amp == 'fp16':
-            raise ValueError(
-                'fp16 autocast is not offered on CPU (it needs loss scaling, '
-                'which mmengine provides on CUDA only); use --amp bf16.')
-        cfg.update(type='AutocastOptimWrapper', dtype='bfloat16')
-    else:
-        cfg.update(type='AmpOptimWrapper', loss_scale='dynamic',
-                   dtype='bfloat16' if amp == 'bf16' else 'float16')
-    return cfg
 
 
 def compile_train_step(model: nn.Module,

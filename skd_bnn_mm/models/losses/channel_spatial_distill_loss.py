@@ -79,8 +79,18 @@ def _mean(x: torch.Tensor, dim) -> torch.Tensor:
 
 
 def _unit_rows(x: torch.Tensor, detach_norm: bool = False) -> torch.Tensor:
-    """Rows of ``x`` (``[G, B, N]``) scaled to unit L2 norm."""
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_EPS)
+    """Rows of ``x`` (``[G, B, N]``) scaled to unit L2 norm; an all-zero
+    row stays zero.
+
+    An all-zero row (a dead unit: e.g. a binary conv behind a ReLU gives
+    constant outputs that BatchNorm maps to 0) has no direction. Divided by
+    the clamped norm its gradient would be ``1 / _EPS = 1e12`` times the
+    incoming one, which wrecks the weights in one step (and is inf in
+    fp16); it is divided by 1 instead, so its gradient is the incoming one.
+    Every other row is divided exactly as before.
+    """
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    norm = torch.where(norm == 0, torch.ones_like(norm), norm.clamp_min(_EPS))
     return x / (norm.detach() if detach_norm else norm)
 
 
