@@ -68,6 +68,48 @@ def _resume_broken(kind):
     return prepare
 
 
+def _resume_edited(edit, name='epoch_2.pth', resume=True):
+    """Resume (or ``load_from``) a copy of ``name`` changed by ``edit``."""
+    def prepare(work, data_root, tmp):
+        checkpoint = load(work / name)
+        edit(checkpoint)
+        path = tmp / f'edited_{name}'
+        torch.save(checkpoint, path)
+        return {'resume': resume, 'load_from': str(path)}
+    return prepare
+
+
+def _set(key, value, index=0):
+    def edit(checkpoint):
+        checkpoint['state_dict'][key].view(-1)[index] = value
+    return edit
+
+
+def _auto_resume_without(keep_best, pointer):
+    """Automatic resume in a work dir whose epoch checkpoints are gone."""
+    def prepare(work, data_root, tmp):
+        for path in work.glob('epoch_*.pth'):
+            path.unlink()
+        if not keep_best:
+            for path in work.glob('best_*.pth'):
+                path.unlink()
+        if not pointer:
+            (work / 'last_checkpoint').unlink()
+        return {'resume': True, 'load_from': None}
+    return prepare
+
+
+def _mid_epoch(checkpoint):
+    """What a checkpoint of iteration 18 (the 4th of epoch 3) records."""
+    checkpoint['meta'].update(epoch=2, iter=18)
+    checkpoint['message_hub']['runtime_info']['epoch_progress'] = dict(
+        epoch=2, samples=128, world_size=1, batch_size=32)
+
+
+def _hooks(*names):
+    return {'custom_hooks': [dict(type=n) for n in names]}
+
+
 def _nan_at_second_call(runner):
     """loss_feat becomes NaN in the 2nd step after resuming at epoch 2."""
     loss = runner.model.feat_loss
@@ -149,16 +191,80 @@ CASES = [
          {'model.backbone': dict(_delete_=True, type='BinarizedBackbone',
                                  backbone=dict(type='PoolBNNeck',
                                                in_channels=16))}),
+    # an exploding (still finite) loss stops before anything is saved
+    Case('exploding_loss', FloatingPointError,
+         [f'loss_cls is ', 'above max_loss=100000 (exploding) at epoch '
+          f'{EPOCHS}, iteration {2 * ITERS_PER_EPOCH + 1}',
+          'logits that overflow', 'nothing was saved after it'],
+         {'model.head.loss.loss_weight': 1e6},
+         prepare=_resume('epoch_2.pth')),
+    # state that a checkpoint must never hold
+    Case('nan_in_model_weight', CheckpointError,
+         ['backbone.layer2.0.conv1.weight holds 1 NaN/inf value(s)', 'diverged',
+          'use an earlier checkpoint'],
+         prepare=_resume_edited(_set('backbone.layer2.0.conv1.weight',
+                                     float('nan')))),
+    Case('inf_in_bank', CheckpointError,
+         ['soft_label_bank.bank holds 1 NaN/inf value(s) of 100'],
+         prepare=_resume_edited(_set('soft_label_bank.bank',
+                                     float('inf'), 7))),
+    Case('negative_bank_count', CheckpointError,
+         ['soft_label_bank.counts is negative (-3)', 'a count cannot be'],
+         prepare=_resume_edited(_set('soft_label_bank.counts', -3))),
+    Case('negative_num_updates', CheckpointError,
+         ['soft_label_bank.num_updates is negative (-1)'],
+         prepare=_resume_edited(_set('soft_label_bank.num_updates', -1))),
+    Case('nan_weight_in_load_from', CheckpointError,
+         ['Cannot load', 'head.fc.bias holds 1 NaN/inf'],
+         prepare=_resume_edited(_set('head.fc.bias', float('nan')),
+                                resume=False)),
+    Case('epoch_past_max_epochs', CheckpointError,
+         ['saved at epoch 3, past the config\'s 2',
+          'raise train_cfg.max_epochs above 3', 'tools/test.py'],
+         {'train_cfg.max_epochs': 2}, prepare=_resume('epoch_3.pth')),
+    # hooks that do not fit the model
+    Case('no_ede_hook', ValueError,
+         ['IRConv2d layers with sign="ede" but no EDEHook',
+          "dict(type='EDEHook'"],
+         _hooks('SoftLabelBankHook', 'EpochSeedHook')),
+    Case('no_bank_hook', ValueError,
+         ['SoftLabelBank but no SoftLabelBankHook', 'loss_label would stay 0',
+          "dict(type='SoftLabelBankHook')"],
+         _hooks('EDEHook', 'EpochSeedHook')),
+    Case('two_ede_hooks', ValueError,
+         ['2 EDEHook hooks are registered', 'Keep one'],
+         _hooks('EDEHook', 'EDEHook', 'SoftLabelBankHook')),
+    Case('last_batch_of_one_sample', ValueError,
+         ['would hold 1 sample (200 samples per process, batch_size 199)',
+          'train_dataloader.drop_last=True'],
+         {'train_dataloader.batch_size': 199}),
+    # automatic resume never starts over next to checkpoints
+    Case('auto_resume_pointer_to_deleted_file', CheckpointError,
+         ['names', 'epoch_3.pth', 'which does not exist',
+          'Not starting over', 'nothing was changed'],
+         prepare=_auto_resume_without(keep_best=False, pointer=True)),
+    Case('auto_resume_only_best_checkpoint', CheckpointError,
+         ['the work dir holds only', 'best_accuracy_top1_epoch_',
+          'Not starting over', '--resume PATH'],
+         prepare=_auto_resume_without(keep_best=True, pointer=False)),
+    # a mid-epoch checkpoint (128 samples done) and 48 samples per step
+    Case('mid_epoch_resume_other_batch', ValueError,
+         ['Cannot resume in the middle of epoch 3',
+          'after 128 samples of it (1 process(es) x batch 32)',
+          '1 process(es) x batch 48 = 48 samples',
+          'train some images twice or never'],
+         {'train_dataloader.batch_size': 48},
+         prepare=_resume_edited(_mid_epoch)),
 ]
 
 
 @pytest.mark.parametrize('case', CASES, ids=[c.name for c in CASES])
 def test_bad_input(case, reference_run, data_root, tmp_path):
     work = copy_work_dir(reference_run, tmp_path / 'work')
-    before = snapshot(work)
     overrides = dict(case.overrides)
     if case.prepare is not None:
         overrides.update(case.prepare(work, data_root, tmp_path))
+    before = snapshot(work)
     with pytest.raises(case.error) as info:
         runner = build_runner(work, data_root, **overrides)
         if case.patch is not None:

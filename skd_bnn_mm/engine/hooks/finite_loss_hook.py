@@ -24,6 +24,10 @@ CAUSES = {
     'loss_cls': (
         'loss_cls (cross-entropy): logits that overflow, i.e. a learning '
         'rate or loss_weight far too high, or non-finite input images'),
+    'loss': (
+        'loss (the head\'s loss; in a model without distillation the '
+        'cross-entropy): logits that overflow, i.e. a learning rate or '
+        'loss_weight far too high, or non-finite input images'),
 }
 GENERIC = ('Lower the learning rate (optim_wrapper.optimizer.lr) or that '
            "loss's loss_weight, check the data, and resume from an earlier "
