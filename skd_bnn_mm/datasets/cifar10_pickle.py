@@ -2,6 +2,7 @@
 import os.path as osp
 import pickle
 
+import numpy as np
 from mmengine import dist
 from mmengine.logging import MMLogger
 from mmpretrain.datasets import CIFAR10
@@ -18,6 +19,33 @@ HOW_TO_GET = (
     'configs of this project). Point the configs at another folder with the '
     'environment variable CIFAR10_ROOT.')
 
+#: the only globals a CIFAR-10 batch file may name: numpy arrays (numpy 1
+#: and 2 module paths) and the bytes codec of protocol-2 pickles
+_ARRAY_GLOBALS = {
+    ('numpy', 'ndarray'), ('numpy', 'dtype'),
+    ('numpy.core.multiarray', '_reconstruct'),
+    ('numpy._core.multiarray', '_reconstruct'),
+    ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+    ('_codecs', 'encode'),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Reads the dicts of numpy arrays and lists of CIFAR-10's files and
+    refuses any other global: a crafted batch file cannot call a function."""
+
+    def find_class(self, module, name):
+        if (module, name) in _ARRAY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f'the file names the Python object {module}.{name}, which a '
+            'CIFAR-10 file never holds (nothing was run)')
+
+
+def _read_pickle(path):
+    with open(path, 'rb') as f:
+        return _ArrayUnpickler(f, encoding='latin1').load()
+
 
 @DATASETS.register_module()
 class CIFAR10Pickle(CIFAR10):
@@ -32,6 +60,15 @@ class CIFAR10Pickle(CIFAR10):
     - Existing files are never overwritten: a checksum mismatch is an error
       that names the switch, where mmpretrain would download over them.
     - A missing folder says where it looked and how to get the data.
+    - Every batch file is checked: as many labels as images, labels in
+      ``0 .. len(classes) - 1``, a split with at least one image; an error
+      names the file and what is wrong (mmpretrain would shift later labels,
+      or fail later inside the loss). Files are unpickled with an allow-list
+      of numpy globals only.
+
+    Images are RGB arrays (as in the files); every sample says so with
+    ``channel_order='rgb'``, which :class:`LoadImageToRGB` reads, so the
+    same test pipeline serves these arrays and BGR image files.
     """
 
     def __init__(self, *args, verify_md5: bool = True, **kwargs):
@@ -98,21 +135,87 @@ class CIFAR10Pickle(CIFAR10):
                     'without checking the official MD5 sums; accuracies on a '
                     'non-official copy are not comparable to published ones.')
         dist.barrier()
-        try:
-            return super().load_data_list()
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+        files = self.train_list if self.split == 'train' else self.test_list
+        if self.CLASSES is None:  # the file's class names come last
+            self._load_meta()
+        num_classes = len(self._metainfo['classes'])
+        images, labels = [], []
+        for name, _ in files:
+            data, file_labels = self._read_batch(name, num_classes)
+            images.append(data)
+            labels.extend(file_labels)
+        total = sum(len(d) for d in images)
+        if total == 0:
             raise RuntimeError(
-                f'A CIFAR-10 file in "{self._folder()}" is corrupt ({e!r}). '
-                f'Delete the folder and get the data again. {HOW_TO_GET}') \
-                from e
+                f'The {self.split} split of CIFAR-10 in "{self._folder()}" '
+                f'has no images ({", ".join(n for n, _ in files)} hold 0 '
+                'each). Get the data again, or point data_root at a copy '
+                f'with images. {HOW_TO_GET}')
+        # CHW rows -> HWC, one contiguous block shared by the samples
+        imgs = np.ascontiguousarray(
+            np.concatenate(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3,
+                                                                    1))
+        return [dict(img=img, gt_label=int(label), channel_order='rgb')
+                for img, label in zip(imgs, labels)]
+
+    def _read_batch(self, name, num_classes):
+        """``(data [N, 3072] uint8, N labels)`` of one batch file, checked."""
+        path = osp.join(self._folder(), name)
+        try:
+            entry = _read_pickle(path)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError,
+                AttributeError, ImportError, IndexError) as e:
+            raise RuntimeError(
+                f'CIFAR-10 file "{path}" is corrupt ({e}). Delete the folder '
+                f'and get the data again. {HOW_TO_GET}') from e
+        key = 'labels' if isinstance(entry, dict) and 'labels' in entry \
+            else 'fine_labels'
+        if not (isinstance(entry, dict) and 'data' in entry
+                and key in entry):
+            raise RuntimeError(
+                f'CIFAR-10 file "{path}" is corrupt: expected a dict with '
+                f'"data" and "labels". Get the data again. {HOW_TO_GET}')
+        data = np.asarray(entry['data'])
+        if data.dtype != np.uint8 or data.ndim != 2 or \
+                data.shape[1] != 3 * 32 * 32:
+            raise RuntimeError(
+                f'CIFAR-10 file "{path}" is corrupt: "data" is '
+                f'{data.dtype} {data.shape}, expected uint8 [N, 3072]. Get '
+                f'the data again. {HOW_TO_GET}')
+        labels = list(entry[key])
+        if len(labels) != len(data):
+            raise RuntimeError(
+                f'CIFAR-10 file "{path}" holds {len(data)} images but '
+                f'{len(labels)} labels: images and labels no longer '
+                'correspond (every later label would be shifted). Nothing '
+                f'was read; get the data again. {HOW_TO_GET}')
+        for i, label in enumerate(labels):
+            if isinstance(label, (bool, np.bool_)) or not isinstance(
+                    label, (int, np.integer)) or not 0 <= label < num_classes:
+                raise RuntimeError(
+                    f'CIFAR-10 file "{path}": label {label!r} of image {i} '
+                    f'is not a class index 0..{num_classes - 1} (the dataset '
+                    f'has {num_classes} classes). Fix or regenerate the file, '
+                    'or give metainfo the full list of classes.')
+        return data, labels
 
     def _load_meta(self):
-        if self.verify_md5:
-            return super()._load_meta()
         path = osp.join(self._folder(), self.meta['filename'])
         if not osp.isfile(path):
             raise FileNotFoundError(f'CIFAR-10 metadata "{path}" is missing. '
                                     f'{HOW_TO_GET}')
-        with open(path, 'rb') as f:
-            data = pickle.load(f, encoding='latin1')
-        self._metainfo.setdefault('classes', data[self.meta['key']])
+        md5 = self.meta.get('md5')
+        if self.verify_md5 and md5 is not None and not check_md5(path, md5):
+            raise RuntimeError(
+                f'CIFAR-10 metadata "{path}" does not match the official MD5 '
+                'sum. Nothing was changed; for a known non-official copy set '
+                'verify_md5=False (env CIFAR10_VERIFY_MD5=False).')
+        try:
+            data = _read_pickle(path)
+            classes = data[self.meta['key']]
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError,
+                KeyError, AttributeError, ImportError, IndexError) as e:
+            raise RuntimeError(
+                f'CIFAR-10 metadata "{path}" is corrupt ({e}). Get the data '
+                f'again. {HOW_TO_GET}') from e
+        self._metainfo.setdefault('classes', classes)

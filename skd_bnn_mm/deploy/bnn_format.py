@@ -4,7 +4,10 @@ A ``.bnn`` file is a safetensors file
 (https://github.com/huggingface/safetensors): an 8-byte little-endian header
 length, a JSON header (name, dtype, shape and byte range of every tensor,
 plus string metadata), then the raw little-endian tensor bytes. Nothing is
-pickled, so reading it cannot run code. It holds
+pickled, and the model config of the header is built only from registered
+type names (:func:`skd_bnn_mm.utils.check_registered_types`; mmengine's
+registry would import a dotted ``type`` such as ``'subprocess.Popen'``), so
+reading it cannot run code. It holds
 
 - one tensor per entry of the deployed model's state_dict. For a binary conv
   ``name`` these are ``name.packed`` (uint8 sign bits, 1 bit per weight) and
@@ -28,6 +31,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..utils.safe_types import UnsafeTypeError, check_registered_types
 from .convert import build_model, replace_binary_convs, to_deploy
 from .packed_binary_conv import ZERO_SCALE_EXPONENT, PackedBinaryConv2d
 
@@ -88,8 +92,9 @@ def save_1bit(model: nn.Module, path: str, model_cfg: Dict[str, Any],
 def read_1bit(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     """Read a ``.bnn`` file: ``(header, {state_dict key: tensor})``.
 
-    Only the safetensors layout is parsed (no pickle); anything else is
-    refused with :class:`BNNFormatError`.
+    Only the safetensors layout is parsed (no pickle); anything else, and a
+    model config naming a type that is not registered, is refused with
+    :class:`BNNFormatError`.
     """
     from safetensors import SafetensorError, safe_open
     if not osp.isfile(path):
@@ -117,6 +122,12 @@ def read_1bit(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
             f'"{path}": format version {header.get("version")} is not '
             f'supported (this reader knows version {FORMAT_VERSION}); '
             'update skd_bnn_mm or re-export the model')
+    if not isinstance(header.get('model'), dict):
+        raise BNNFormatError(f'"{path}": the header has no model config')
+    try:
+        check_registered_types(header['model'], f'"{path}"')
+    except UnsafeTypeError as e:
+        raise BNNFormatError(str(e)) from None
     for name, rec in header.get('binary_convs', {}).items():
         for key in (rec['packed'], rec['exponent']):
             if key not in tensors:

@@ -68,8 +68,11 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='end'):
         PARAM_SCHEDULERS.build(dict(type='WarmupCosineLR', warmup=2),
                                default_args=dict(optimizer=optimizer))
-    with pytest.raises(ValueError, match='shorter'):
-        PARAM_SCHEDULERS.build(dict(type='WarmupCosineLR', warmup=5, end=5),
+    # the message names the config key and the longest warm-up that fits
+    with pytest.raises(ValueError, match=r'param_scheduler\.warmup=8 epochs '
+                       r'must be shorter .* = 5 epochs.*'
+                       r'param_scheduler\.warmup=4 '):
+        PARAM_SCHEDULERS.build(dict(type='WarmupCosineLR', warmup=8, end=5),
                                default_args=dict(optimizer=optimizer))
     with pytest.raises(ValueError, match='convert_to_iter_based'):
         PARAM_SCHEDULERS.build(

@@ -25,14 +25,20 @@ data_preprocessor = dict(
     # (0.4914, 0.4822, 0.4465) and (0.2470, 0.2435, 0.2616), in 0..255
     mean=[125.307, 122.961, 113.8575],
     std=[62.985, 62.0925, 66.708],
-    to_rgb=False)  # the pickles already hold RGB
+    to_rgb=False)  # the pipelines hand RGB images to the preprocessor
 
+# Colour order: the network sees RGB. CIFAR10Pickle gives RGB arrays (and
+# says so per sample); image files are read as BGR by OpenMMLab's loaders and
+# by mmpretrain's inferencers. LoadImageToRGB reads `img_path` when a sample
+# has no array and turns every BGR image into RGB, so the test pipeline gives
+# the same input for a PNG/JPEG file (ImageClassificationInferencer,
+# vis_cam.py) as for the same image in the dataset.
 train_pipeline = [
     dict(type='DeferredCropFlip', crop_size=32, padding=4,
          padding_mode='edge', flip_prob=0.5),
     dict(type='PackInputs', algorithm_keys=['crop_flip']),
 ]
-test_pipeline = [dict(type='PackInputs')]
+test_pipeline = [dict(type='LoadImageToRGB'), dict(type='PackInputs')]
 
 train_dataloader = dict(
     batch_size=128,
@@ -64,3 +70,7 @@ val_evaluator = dict(type='Accuracy', topk=(1, ))
 
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
+
+# One process x 128 images; `--auto-scale-lr` rescales lr linearly for
+# another total batch size (processes x train_dataloader.batch_size).
+auto_scale_lr = dict(base_batch_size=128)

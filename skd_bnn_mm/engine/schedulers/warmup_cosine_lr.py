@@ -45,8 +45,16 @@ class WarmupCosineLR(LRSchedulerMixin, _ParamScheduler):
             raise ValueError(f'warmup must be a non-negative integer number '
                              f'of epochs, got {warmup!r}')
         if warmup >= end - begin:
-            raise ValueError(f'warmup ({warmup}) must be shorter than the '
-                             f'schedule (end - begin = {end - begin}).')
+            # the usual cause: a shortened train_cfg.max_epochs (mmengine
+            # sets `end` to it) with the recipe's warm-up
+            longest = max(0, end - begin - 1)
+            raise ValueError(
+                f'WarmupCosineLR: param_scheduler.warmup={warmup} epochs '
+                f'must be shorter than the schedule (end - begin = '
+                f'{end - begin} epochs; end defaults to '
+                'train_cfg.max_epochs). Shorten the warm-up, e.g. '
+                f'--cfg-options param_scheduler.warmup={longest} (0 '
+                'disables it), or train for more epochs.')
         if not by_epoch:
             raise ValueError('WarmupCosineLR follows the paper and steps per '
                              'epoch: keep by_epoch=True.')
