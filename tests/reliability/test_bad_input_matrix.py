@@ -7,17 +7,22 @@ where the case is about resuming, and checks the exception type, the key
 phrases of its message, and that no checkpoint or ``last_checkpoint`` of the
 work dir changed (size, mtime, sha256) and none was added.
 """
+import errno
+import os
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 import pytest
 import torch
-from reliability_utils import (EPOCHS, ITERS_PER_EPOCH, build_runner,
-                               copy_work_dir, load, snapshot)
+from reliability_utils import (EPOCHS, ITERS_PER_EPOCH, ROOT, TINY,
+                               build_runner, copy_work_dir, load, snapshot)
 
 from skd_bnn_mm.engine.runner.safe_runner import UnknownTypeError
-from skd_bnn_mm.utils import CheckpointError
+from skd_bnn_mm.engine.hooks import ede_schedule
+from skd_bnn_mm.engine.schedulers import warmup_cosine_factor
+from skd_bnn_mm.utils import CheckpointError, atomic_write, is_temp_file
 
 
 @dataclass
@@ -184,7 +189,7 @@ CASES = [
          ['EDEHook needs 0 < t_min < t_max', 't_min=10.0', 't_max=1.0'],
          {'custom_hooks.0.t_min': 10.0, 'custom_hooks.0.t_max': 1.0}),
     Case('warmup_longer_than_schedule', ValueError,
-         ['warmup (5) must be shorter than the schedule'],
+         ['warmup', '5', 'must be shorter than the schedule'],
          {'param_scheduler.warmup': 5}),
     Case('no_convolution_to_binarize', ValueError,
          ['has no nn.Conv2d module to binarise'],
@@ -274,3 +279,177 @@ def test_bad_input(case, reference_run, data_root, tmp_path):
     for phrase in case.phrases:
         assert phrase in message, f'{phrase!r} not in: {message}'
     assert snapshot(work) == before
+
+
+# --- runs in a fresh work dir: faults during training, resume semantics ---
+
+IRNET = str(Path(ROOT) / 'tests' / 'data' / 'tiny_irnet_cifar10.py')
+
+
+@dataclass
+class RunCase:
+    """A run in an empty work dir (``resume_from``: with ``--resume`` of a
+    checkpoint of the reference run). ``error=None``: the run succeeds and
+    ``phrases`` are looked for in its log. ``patch(runner, work, state,
+    monkeypatch)`` may record ``state['before']``, the work dir's snapshot
+    at the moment of the fault (default: empty, or the reference run's)."""
+    name: str
+    error: Optional[type]
+    phrases: Sequence[str]
+    overrides: Dict = field(default_factory=dict)
+    config: str = TINY
+    resume_from: Optional[str] = None
+    patch: Optional[Callable] = None
+    # check(work, runner, reference_run, data_root)
+    check: Optional[Callable] = None
+
+
+def _enospc_at_second_epoch_save(runner, work, state, monkeypatch):
+    """The disk fills up while epoch_2.pth is written (after some bytes)."""
+    import skd_bnn_mm.engine.runner.safe_runner as safe_runner
+    original = safe_runner.atomic_torch_save
+
+    def failing(obj, path):
+        if Path(path).name != 'epoch_2.pth':
+            return original(obj, path)
+        state['before'] = snapshot(work)
+        with atomic_write(path) as f:
+            f.write(b'\x00' * 4096)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(safe_runner, 'atomic_torch_save', failing)
+
+
+def _after_disk_full(work, runner, reference_run, data_root):
+    names = sorted(p.name for p in work.iterdir())
+    assert 'epoch_1.pth' in names and 'epoch_2.pth' not in names, names
+    assert not [n for n in names if is_temp_file(n)], names
+    assert (work / 'last_checkpoint').read_text().strip() == str(
+        work / 'epoch_1.pth')
+    # the automatic resume continues from the epoch that was kept
+    again = build_runner(work, data_root, **{
+        'resume': True, 'train_cfg.max_epochs': 2, 'log_level': 'INFO',
+        'default_hooks.checkpoint.max_keep_ckpts': 1})
+    again.train()
+    assert again.epoch == 2
+    assert f'Automatic resume from "{work / "epoch_1.pth"}"' in _log(work)
+    assert load(work / 'epoch_2.pth')['meta']['epoch'] == 2
+
+
+def _nan_head_loss_at_call(n):
+    """The head's loss is NaN at its ``n``-th call (after a checkpoint)."""
+    def patch(runner, work, state, monkeypatch):
+        module = runner.model.head.loss_module
+        forward, calls = module.forward, []
+
+        def poisoned(*args, **kwargs):
+            calls.append(1)
+            value = forward(*args, **kwargs)
+            if len(calls) == n:
+                state['before'] = snapshot(work)
+                return value * float('nan')
+            return value
+
+        module.forward = poisoned
+    return patch
+
+
+def _log(work):
+    return '\n'.join(p.read_text() for p in Path(work).glob('*/*.log'))
+
+
+def _resumes_work_dir_next_time(work, runner, reference_run, data_root):
+    assert runner.epoch == 1 and (work / 'epoch_1.pth').is_file()
+    # now the work dir has a checkpoint: it is resumed, load_from is not used
+    again = build_runner(work, data_root, **{
+        'resume': 'auto', 'load_from': str(reference_run / 'epoch_3.pth'),
+        'train_cfg.max_epochs': 1, 'param_scheduler.warmup': 0,
+        'log_level': 'INFO'})
+    again.train()
+    log = _log(work)
+    assert f'Automatic resume from "{work / "epoch_1.pth"}"' in log
+    assert 'training is complete, nothing is trained' in log
+
+
+def _schedule_of(max_epochs, base_lr, epoch):
+    def check(work, runner, reference_run, data_root):
+        assert runner.epoch == max_epochs
+        hub = runner.message_hub
+        lr = base_lr * warmup_cosine_factor(epoch, 1, max_epochs)
+        # the lr and EDE of the resumed epoch follow the config being run
+        assert hub.get_scalar('train/lr').current() == pytest.approx(
+            lr, rel=1e-9, abs=1e-15)
+        _, t = ede_schedule(epoch, max_epochs)
+        assert hub.get_scalar('train/ede_t').current() == pytest.approx(t)
+    return check
+
+
+RUN_CASES = [
+    RunCase('disk_full_at_second_save', OSError,
+            ['Could not write checkpoint', 'epoch_2.pth',
+             'No space left on device', 'Nothing was removed',
+             'continue with --resume'],
+            {'default_hooks.checkpoint.max_keep_ckpts': 1},
+            patch=_enospc_at_second_epoch_save, check=_after_disk_full),
+    RunCase('irnet_learning_rate_1e3', FloatingPointError,
+            ['loss is ', 'above max_loss=100000 (exploding) at epoch 1, '
+             'iteration 3', 'cross-entropy', 'Lower the learning rate'],
+            {'optim_wrapper.optimizer.lr': 1e3}, config=IRNET),
+    RunCase('irnet_nan_loss_after_a_checkpoint', FloatingPointError,
+            [f'loss is nan at epoch 2, iteration {ITERS_PER_EPOCH + 3}',
+             'nothing was saved after it'],
+            {'default_hooks.checkpoint.max_keep_ckpts': 1}, config=IRNET,
+            patch=_nan_head_loss_at_call(ITERS_PER_EPOCH + 3)),
+    RunCase('bare_resume_in_new_work_dir_uses_load_from', None,
+            ['no checkpoint in', "starting from the config's load_from",
+             'weights only, a new run'],
+            {'train_cfg.max_epochs': 1, 'param_scheduler.warmup': 0},
+            resume_from='auto',
+            check=_resumes_work_dir_next_time),
+    RunCase('resume_with_longer_schedule', None,
+            ['with a config that differs from the checkpoint',
+             'param_scheduler 0 (WarmupCosineLR) end: 3 -> 4',
+             'total: 3 -> 4'],
+            {'train_cfg.max_epochs': 4}, resume_from='epoch_3.pth',
+            check=_schedule_of(4, 0.1, 3)),
+    RunCase('resume_with_other_learning_rate', None,
+            ['optimizer group 0 initial_lr: 0.1 -> 0.05',
+             'base_values: [0.1] -> [0.05]'],
+            {'optim_wrapper.optimizer.lr': 0.05}, resume_from='epoch_2.pth',
+            check=_schedule_of(3, 0.05, 2)),
+]
+
+
+@pytest.mark.parametrize('case', RUN_CASES, ids=[c.name for c in RUN_CASES])
+def test_bad_run(case, reference_run, data_root, tmp_path, monkeypatch):
+    work = tmp_path / 'work'
+    work.mkdir()
+    reference = snapshot(reference_run)
+    overrides = dict(case.overrides)
+    if case.resume_from == 'auto':
+        overrides.update(resume='auto',
+                         load_from=str(reference_run / 'epoch_3.pth'))
+    elif case.resume_from:
+        overrides.update(resume=True,
+                         load_from=str(reference_run / case.resume_from))
+    state = {'before': {}}
+    runner = build_runner(work, data_root, config=case.config, **overrides)
+    if case.patch is not None:
+        case.patch(runner, work, state, monkeypatch)
+    if case.error is None:
+        runner.train()
+        log = _log(work)
+        for phrase in case.phrases:
+            assert phrase in log, f'{phrase!r} not in the log:\n{log}'
+    else:
+        with pytest.raises(case.error) as info:
+            runner.train()
+        message = str(info.value)
+        for phrase in case.phrases:
+            assert phrase in message, f'{phrase!r} not in: {message}'
+        # nothing saved, changed or removed after the fault
+        assert snapshot(work) == state['before']
+    assert snapshot(reference_run) == reference
+    monkeypatch.undo()
+    if case.check is not None:
+        case.check(work, runner, reference_run, data_root)

@@ -229,6 +229,8 @@ class SafeRunner(Runner):
             if closed is None or not (
                     sched.begin <= sched._global_step < sched.end):
                 continue
+            # a schedule that had ended stopped counting its steps
+            sched.last_step = sched._global_step - sched.begin
             values = closed()
             for group, value in zip(sched.optimizer.param_groups, values):
                 group[sched.param_name] = value
