@@ -6,7 +6,6 @@ import copy
 import os
 import os.path as osp
 import shutil
-from collections import deque
 from types import SimpleNamespace
 
 import pytest
@@ -20,8 +19,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from skd_bnn_mm.engine.fast import (amp_optim_wrapper_cfg, compile_train_step,
                                     to_channels_last)
 from skd_bnn_mm.engine.optim import AutocastOptimWrapper
-from skd_bnn_mm.models.distill import SelfTeacher, UnitRecorder, flatten_records
-from skd_bnn_mm.models.distill.teacher import _TeacherConv
 from skd_bnn_mm.models.layers import IRConv2d
 from skd_bnn_mm.models.losses import ChannelSpatialDistillLoss
 
@@ -121,62 +118,6 @@ def test_binary_conv_bf16_autocast_is_fp32_rounded_once():
     # 515 is not a bf16 number; the nearest one, 516, is what comes out
     assert float(y16[0, 0, 0, 0]) == 516 * float(scale[0])
     assert float(y16[1, 1, 1, 1]) == -516 * float(scale[1])
-
-
-# ------------------------------------------------------------ teacher
-def test_teacher_reuses_student_standardized_weight_bitwise(monkeypatch):
-    model = _model()
-    backbone = model.backbone
-    x = torch.randn(4, 3, 8, 8)
-    convs = [m for m in backbone.modules() if isinstance(m, IRConv2d)]
-    calls = []
-    original = IRConv2d.standardized_weight
-
-    def counting(self):
-        calls.append(self)
-        return original(self)
-
-    monkeypatch.setattr(IRConv2d, 'standardized_weight', counting)
-    recorder = UnitRecorder(r'layer\d+\.\d+\.act\d')
-    records = {}
-    for reuse in (False, True):
-        teacher = SelfTeacher(reuse_standardized=reuse)
-        with teacher.student_pass(backbone):
-            backbone(x)
-        assert len(calls) == len(convs) == 18
-        calls.clear()
-        with torch.no_grad(), recorder.record(backbone) as rec, \
-                teacher.teacher_pass(backbone):
-            backbone(x)
-        # the teacher standardises again only without reuse
-        assert len(calls) == (0 if reuse else len(convs))
-        calls.clear()
-        records[reuse] = flatten_records(rec)
-        # the slot is idle (a placeholder: the conv keeps nothing), and no
-        # Wb or output is held after the step
-        for c in convs:
-            if reuse:
-                assert c.keep_standardized is c.forward.slot == [None]
-            else:
-                assert 'keep_standardized' not in c.__dict__
-                assert c.keep_standardized is None
-            assert c.forward.teacher.wb is None
-            assert c.forward.teacher.queue is None
-    assert len(records[True]) == 18
-    for a, b in zip(records[False], records[True]):
-        assert torch.equal(a, b)
-
-
-def test_teacher_value_swap_sign_of_zero_without_abs():
-    """copysign(y, r + 0.0) == |y| * sign(r) with sign(0) = +1, -0 too."""
-    conv = IRConv2d(2, 1, 1, bias=False)
-    y = torch.tensor([[[[-2.0, 3.0, -4.0, 5.0, -0.0]]]])
-    r = torch.tensor([[[[0.0, -0.0, -1.0, 2.0, -3.0]]]])
-    conv._conv_forward = lambda x, w, b: r.clone()
-    out = _TeacherConv(conv, deque([y]))(torch.zeros(1, 2, 1, 5))
-    assert out.tolist() == [[[[2.0, 3.0, -4.0, 5.0, -0.0]]]]
-    assert torch.equal(torch.signbit(out), torch.tensor(
-        [[[[False, False, True, False, True]]]]))
 
 
 # ------------------------------------------------------------ training

@@ -7,7 +7,8 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from skd_bnn_mm.models.classifiers import SKDImageClassifier
-from skd_bnn_mm.models.distill import SelfTeacher, UnitRecorder
+from skd_bnn_mm.models.distill import (OutputRecorder, SelfTeacher,
+                                      flatten_records)
 from skd_bnn_mm.models.layers import IRConv2d
 from skd_bnn_mm.models.losses import ChannelSpatialDistillLoss
 
@@ -63,14 +64,17 @@ def test_loss_parts_and_values():
     logits = model(x, mode='tensor')
     assert _f(losses['loss_cls']) == pytest.approx(
         _f(F.cross_entropy(logits, labels)), rel=1e-6)
+    assert _f(losses['loss_cls']) == _f(model.head.loss(
+        model.extract_feat(x), samples)['loss'])
     # feature loss == the loss on an independently run student/teacher pair
-    recorder, teacher = UnitRecorder(['act1', 'act2']), SelfTeacher()
-    with recorder.record(model.backbone) as s, \
-            teacher.student_pass(model.backbone):
-        model.backbone(x)
-    with torch.no_grad(), recorder.record(model.backbone) as t, \
-            teacher.teacher_pass(model.backbone):
-        model.backbone(x)
+    backbone = TinyBackbone()
+    backbone.load_state_dict(model.backbone.state_dict())
+    teacher = SelfTeacher(backbone)
+    recorder = OutputRecorder(backbone, ['act1', 'act2', 'conv1', 'conv2'])
+    with recorder.record() as s:
+        backbone(x)
+    with torch.no_grad(), recorder.record() as t:
+        teacher(x, s)
     expected = ChannelSpatialDistillLoss()([*s['act1'], *s['act2']],
                                            [*t['act1'], *t['act2']])
     assert _f(losses['loss_feat']) == pytest.approx(_f(expected),
@@ -114,43 +118,69 @@ def _count_calls(module):
     return calls
 
 
-def test_teacher_and_recorders_only_in_loss_mode(monkeypatch):
+def test_teacher_and_recorder_only_in_loss_mode():
     model, (x, samples, _) = _model(), _batch()
     backbone_calls = _count_calls(model.backbone)
-    records = []
-    original = UnitRecorder.record
-
-    def counting_record(self, module):
-        records.append(1)
-        return original(self, module)
-
-    monkeypatch.setattr(UnitRecorder, 'record', counting_record)
+    twin_calls = _count_calls(model.teacher.twin)
+    hooks = {name: list(m._forward_hooks.values())
+             for name, m in model.backbone.named_modules()
+             if m._forward_hooks}
+    assert sorted(hooks) == ['', 'act1', 'act2', 'conv1', 'conv2']
     model(x, samples, mode='loss')
-    assert len(backbone_calls) == 2 and len(records) == 2
+    # the twin shares the backbone's hooks: each counter sees both passes
+    assert len(backbone_calls) == len(twin_calls) == 2
     model.eval()
     with torch.no_grad():
         preds = model(x, samples, mode='predict')
         model(x, mode='tensor')
-    assert len(backbone_calls) == 4 and len(records) == 2
+    assert len(backbone_calls) == 4
     assert preds[0].pred_score.shape == (3, )
-    # the recording hooks and the convs' pass forwards stay, idle outside
-    # 'loss'; a second step installs nothing new
-    def installed():
-        return {name: (list(m._forward_hooks.values()),
-                       m.__dict__.get('forward'))
-                for name, m in model.backbone.named_modules()
-                if m._forward_hooks or 'forward' in m.__dict__}
-
-    before = installed()
-    assert before
-    for hooks, forward in before.values():
-        assert all(h.outputs is None for h in hooks
-                   if hasattr(h, 'outputs'))
-        if forward is not None:
-            assert forward.mode is None and forward.teacher.queue is None
+    # the recording hooks stay, idle outside 'loss'; a second step
+    # installs nothing new and patches no forward
     model.train()
     model(x, samples, mode='loss')
-    assert installed() == before
+    assert {name: list(m._forward_hooks.values())
+            for name, m in model.backbone.named_modules()
+            if m._forward_hooks} == hooks
+    assert all(h.outputs is None for hs in hooks.values() for h in hs
+               if hasattr(h, 'outputs'))
+    assert not any('forward' in vars(m) for m in model.modules())
+
+
+def test_pre_logits_once_and_logits_from_the_head():
+    model, (x, samples, labels) = _model(), _batch()
+    calls = []
+    original = model.head.pre_logits
+    model.head.pre_logits = lambda feats: calls.append(1) or original(feats)
+    losses = model(x, samples, mode='loss')
+    assert len(calls) == 1
+    del model.head.pre_logits
+    # the cluster loss reads the head's input (what fc sees)
+    feats = model.extract_feat(x, stage='pre_logits')
+    expected = model.cluster_loss(feats, labels, 3)
+    assert _f(losses['loss_cluster']) == pytest.approx(_f(expected),
+                                                          rel=1e-6)
+
+
+def test_train_rebuilds_the_twin_after_modules_are_replaced():
+    """As SyncBN conversion does after the model is built: the twin and the
+    recorder follow the new modules at the next train()."""
+    model, (x, samples, _) = _model(), _batch()
+    old_twin = model.teacher.twin
+    model.train()
+    assert model.teacher.twin is old_twin  # nothing changed: same twin
+    new_bn = nn.BatchNorm2d(4)
+    new_bn.load_state_dict(model.backbone.bn1.state_dict())
+    model.backbone.bn1 = new_bn
+    new_act = nn.Hardtanh()
+    model.backbone.act1 = new_act
+    model.train()
+    assert model.teacher.twin is not old_twin
+    assert model.teacher.twin.bn1.weight is new_bn.weight
+    assert model.teacher.twin.act1 is new_act
+    assert len(new_act._forward_hooks) == 1
+    losses = model(x, samples, mode='loss')
+    assert _f(losses['loss_feat']) > 0
 
 
 def test_bn_statistics_only_from_student_pass():
@@ -197,6 +227,14 @@ def test_configuration_errors():
         _model(dict(units=['act3']))
     with pytest.raises(ValueError, match='needs binary convs'):
         _model(backbone=TinyBackbone(binary=False))
+    with pytest.raises(ValueError, match='needs a LinearClsHead'):
+        SKDImageClassifier(backbone=TinyBackbone(), head=dict(
+            type='StackedLinearClsHead', num_classes=3, in_channels=8,
+            mid_channels=[4]), distill=dict(units=['act1']))
+    with pytest.raises(ValueError, match='cal_acc'):
+        SKDImageClassifier(backbone=TinyBackbone(), head=dict(
+            type='LinearClsHead', num_classes=3, in_channels=8,
+            cal_acc=True), distill=dict(units=['act1']))
     model, (x, samples, _) = _model(), _batch()
     for s in samples:
         s.set_gt_score(torch.ones(3) / 3)
@@ -249,19 +287,18 @@ def test_configs_build_and_record_all_units(name):
     if 'in1k' in name:  # 224 px images: only count the unit modules
         assert len(model.unit_names) == CONFIGS[name]
         return
-    recorder = UnitRecorder(model.recorder.units)
-    with torch.no_grad(), recorder.record(model.backbone) as rec:
+    with torch.no_grad(), model.recorder.record() as rec:
         model.backbone(torch.randn(2, 3, 16, 16))  # small: just count
-    outputs = [t for ts in rec.values() for t in ts]
+    outputs = flatten_records(rec, model.unit_names)
     assert len(outputs) == CONFIGS[name]
     assert all(t.dim() == 4 for t in outputs)
 
 
-def test_deepcopy_gets_its_own_pass_forwards_and_hooks():
+def test_deepcopy_gets_its_own_twin_and_hooks():
     """A deep copy (mmengine's EMA model, converters) trains on its own:
-    the copied convs' forwards and the copied recorder hooks point to the
-    copy. Changing the copy's binary weights changes its losses exactly as
-    on a separately built model, and not the original's."""
+    the copy's twin shares the copy's parameters and its recorder hooks are
+    the copy's. Changing the copy's binary weights changes its losses
+    exactly as on a separately built model, and not the original's."""
     import copy
     (x, samples, _) = _batch()
 
@@ -276,20 +313,14 @@ def test_deepcopy_gets_its_own_pass_forwards_and_hooks():
     model(x, samples, mode='loss')  # one step before copying
     reference(x, samples, mode='loss')
     flipped(x, samples, mode='loss')
-    twin = copy.deepcopy(model)
-    flip(twin)
-    convs = [m for m in model.backbone.modules() if isinstance(m, IRConv2d)]
-    twins = [m for m in twin.backbone.modules() if isinstance(m, IRConv2d)]
-    assert convs and len(convs) == len(twins)
-    for conv, other in zip(convs, twins):
-        assert other.forward is not conv.forward
-        assert other.forward.conv is other
-        assert other.keep_standardized is other.forward.slot
-    a, b = model(x, samples, mode='loss'), twin(x, samples, mode='loss')
+    other = copy.deepcopy(model)
+    flip(other)
+    assert other.teacher.twin.conv1.weight is other.backbone.conv1.weight
+    assert other.teacher.mirrors(other.backbone)
+    a, b = model(x, samples, mode='loss'), other(x, samples, mode='loss')
     ref = reference(x, samples, mode='loss')
     ref_flipped = flipped(x, samples, mode='loss')
     assert _f(a['loss_feat']) != pytest.approx(_f(b['loss_feat']))
     for key in a:
         assert _f(a[key]) == _f(ref[key]), key
         assert _f(b[key]) == _f(ref_flipped[key]), key
-    assert all(c.forward.mode is None for c in convs + twins)

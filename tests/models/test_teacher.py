@@ -1,10 +1,15 @@
-"""Teacher pass (value swap, BN statistics) and unit recorder on a tiny net."""
+"""Teacher twin (value swap, BN statistics, shared parameters) and output
+recorder on a tiny net."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from skd_bnn_mm.models.distill import SelfTeacher, UnitRecorder, flatten_records
+from skd_bnn_mm.models.distill import (OutputRecorder, SelfTeacher,
+                                      ValueSwapConv, flatten_records,
+                                      resolve_units)
 from skd_bnn_mm.models.layers import IRConv2d
 
 
@@ -51,56 +56,40 @@ def _sign(x):
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
-def _run(net, x, units=(r'unit\d\.act'), recorder=None, teacher=None):
-    recorder = recorder or UnitRecorder(units)
-    teacher = teacher or SelfTeacher()
-    with recorder.record(net) as s_rec, teacher.student_pass(net):
+def _parts(net, units=r'unit\d\.act'):
+    names = resolve_units(net, units)
+    teacher = SelfTeacher(net)
+    return names, teacher, OutputRecorder(net, names + teacher.conv_names)
+
+
+def _run(net, x, units=r'unit\d\.act', parts=None):
+    """Student pass, then teacher pass: the units of each."""
+    names, teacher, recorder = parts or _parts(net, units)
+    with recorder.record() as student:
         net(x)
-    with torch.no_grad(), recorder.record(net) as t_rec, \
-            teacher.teacher_pass(net):
-        net(x)
-    return flatten_records(s_rec), flatten_records(t_rec)
-
-
-def _hooks(module):
-    """``{module name: [forward hooks]}`` of the modules that have any."""
-    return {name: list(m._forward_hooks.values())
-            for name, m in module.named_modules() if m._forward_hooks}
-
-
-def _idle(hook):
-    return getattr(hook, 'outputs', None) is None and \
-        getattr(hook, 'queue', None) is None
+    with torch.no_grad(), recorder.record() as taught:
+        teacher(x, student)
+    return flatten_records(student, names), flatten_records(taught, names)
 
 
 def test_value_swap_in_each_unit():
     net, x = _net(), torch.randn(5, 3, 8, 8, dtype=torch.float64)
-    seen = {}
-
-    def keep(name, phase):
-        def hook(module, args, out):
-            seen[(name, phase)] = (args[0].detach().clone(), out.detach())
-        return hook
-
-    recorder, teacher = UnitRecorder(r'unit\d\.act'), SelfTeacher()
-    handles = [getattr(net, n).conv.register_forward_hook(keep(n, 'student'))
-               for n in ('unit1', 'unit2')]
-    with recorder.record(net), teacher.student_pass(net):
+    names, teacher, recorder = _parts(net)
+    seen = []  # (input, output) of every call of a binary conv
+    for conv in (net.unit1.conv, net.unit2.conv):
+        # a hook of the student's conv runs in the teacher's twin too
+        conv.register_forward_hook(lambda m, args, out: seen.append(
+            (args[0].detach().clone(), out.detach())))
+    with recorder.record() as student:
         net(x)
-    for h in handles:
-        h.remove()
-    handles = [getattr(net, n).conv.register_forward_hook(keep(n, 'teacher'))
-               for n in ('unit1', 'unit2')]
-    with torch.no_grad(), recorder.record(net) as t_rec, \
-            teacher.teacher_pass(net):
-        net(x)
-    for h in handles:
-        h.remove()
-
-    for name in ('unit1', 'unit2'):
+    with torch.no_grad(), recorder.record() as taught:
+        teacher(x, student)
+    assert len(seen) == 4
+    for i, name in enumerate(('unit1', 'unit2')):
         conv = getattr(net, name).conv
-        _, y_student = seen[(name, 'student')]
-        a_teacher, y_teacher = seen[(name, 'teacher')]
+        _, y_student = seen[i]
+        a_teacher, y_teacher = seen[2 + i]
+        assert torch.equal(student[f'{name}.conv'][0].detach(), y_student)
         # magnitude from the binary path, exactly
         assert torch.equal(y_teacher.abs(), y_student.abs())
         # sign from the real path: conv2d(a_teacher, Wb), real input
@@ -113,9 +102,9 @@ def test_value_swap_in_each_unit():
         # and the real path differs from the binary one somewhere
         assert not torch.equal(_sign(r)[nz], _sign(y_student)[nz])
     # the teacher's unit-1 output is unit 2's teacher input (units chain)
-    t_units = flatten_records(t_rec)
-    assert torch.equal(seen[('unit2', 'teacher')][0], t_units[0])
-    assert not torch.equal(t_units[0], seen[('unit2', 'student')][0])
+    t_units = flatten_records(taught, names)
+    assert torch.equal(seen[3][0], t_units[0])
+    assert not torch.equal(t_units[0], seen[1][0])
 
 
 def test_teacher_units_match_manual_reference():
@@ -151,100 +140,119 @@ def _bn_state(net):
             if 'running' in k or 'num_batches' in k}
 
 
-def test_bn_running_stats_untouched_by_teacher_and_state_restored():
+def _module_state(net):
+    """Every module's own attributes, by identity: what a pass could patch."""
+    return [(m, dict(vars(m)), {k: dict(v) for k, v in vars(m).items()
+                                if isinstance(v, dict)})
+            for m in net.modules()]
+
+
+def test_bn_running_stats_untouched_by_teacher_and_student_unmodified():
     x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
     reference = _net(2)
     reference(x)  # one student forward only
     net = _net(2)
-    _run(net, x)
+    parts = _parts(net)
+    before = _module_state(net)
+    _run(net, x, parts=parts)
     ref_state, state = _bn_state(reference), _bn_state(net)
     assert ref_state.keys() == state.keys() and len(state) == 9
     for k in state:
         assert torch.equal(state[k], ref_state[k]), k
     assert int(state['unit1.bn.num_batches_tracked']) == 1
-    # everything switched back
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            assert m.track_running_stats
-        if isinstance(m, IRConv2d):
-            assert m.forward.mode is None
-            assert m.forward.teacher.queue is None
-            assert m.forward.teacher.wb is None
+    # no module of the student got or lost an attribute, a parameter, a
+    # buffer or a hook, and none has an instance forward
+    after = _module_state(net)
+    for (m, attrs, dicts), (m2, attrs2, dicts2) in zip(before, after):
+        assert m is m2 and attrs.keys() == attrs2.keys()
+        assert all(attrs[k] is attrs2[k] for k in attrs
+                   if k not in ('_buffers', '_parameters')), type(m)
+        assert {k: {n: id(t) for n, t in d.items()}
+                for k, d in dicts.items()} == {
+            k: {n: id(t) for n, t in d.items()} for k, d in dicts2.items()}
+        assert 'forward' not in attrs
+        assert m.__class__ in (TinyNet, Unit, nn.Conv2d, nn.BatchNorm2d,
+                               nn.Hardtanh, IRConv2d)
 
 
-def test_hooks_are_registered_once_idle_between_steps_and_removable():
-    """One recording hook per unit and one pass forward per binary conv,
-    kept across steps (torch.compile traces a pass once only if nothing on
-    the modules changes), idle outside the passes, removed by remove()."""
-    net, x = _net(), torch.randn(3, 3, 8, 8, dtype=torch.float64)
-    plain = net(x)
-    recorder, teacher = UnitRecorder(r'unit\d\.act'), SelfTeacher()
-    first = _run(net, x, recorder=recorder, teacher=teacher)
-    hooks = _hooks(net)
-    assert sorted(hooks) == ['unit1.act', 'unit2.act']
-    assert all(len(h) == 1 and _idle(h[0]) for h in hooks.values())
-    convs = [net.unit1.conv, net.unit2.conv]
-    forwards = [c.__dict__['forward'] for c in convs]
-    assert all(f.mode is None for f in forwards)
-    second = _run(net, x, recorder=recorder, teacher=teacher)
-    assert _hooks(net) == hooks  # the same hook objects, no new ones
-    assert [c.__dict__['forward'] for c in convs] == forwards
-    # the same input gives the same records (BN batch statistics in training
-    # mode), so the idle hooks of step 1 did not add to step 2's records
-    assert len(second[0]) == len(first[0]) == 2
-    for a, b in zip(first[0] + first[1], second[0] + second[1]):
-        torch.testing.assert_close(a, b)
-    # a forward outside the passes records and caches nothing, and is the
-    # plain forward (BN in training mode: batch statistics, same output)
-    torch.testing.assert_close(net(x), plain, rtol=0, atol=0)
-    assert all(_idle(h[0]) for h in _hooks(net).values())
-    assert all(f.teacher.queue is None and f.slot == [None]
-               for f in forwards)
-    recorder.remove()
-    teacher.remove()
-    assert _hooks(net) == {}
-    assert all('forward' not in c.__dict__ and
-               'keep_standardized' not in c.__dict__ for c in convs)
+def test_twin_shares_parameters_and_is_in_no_state_dict():
+    net = _net()
+    teacher = SelfTeacher(net)
+    twin = teacher.twin
+    assert [n for n, m in twin.named_modules()
+            if isinstance(m, ValueSwapConv)] == teacher.conv_names == [
+        'unit1.conv', 'unit2.conv']
+    assert dict(twin.named_parameters()).keys() == \
+        dict(net.named_parameters()).keys()
+    for (name, p), q in zip(net.named_parameters(), twin.parameters()):
+        assert p is q, name
+    # leaves that need no change are the student's modules themselves;
+    # BatchNorms hold no running statistics
+    assert twin.stem is net.stem and twin.unit1.act is net.unit1.act
+    assert twin.unit1 is not net.unit1
+    assert twin.unit1.bn.running_mean is None
+    assert not twin.unit1.bn.track_running_stats
+    assert net.unit1.bn.running_mean is not None
+    # a loaded state and a dtype change reach the twin (shared objects)
+    state = {k: v + 1 if v.is_floating_point() else v
+             for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    assert torch.equal(twin.unit1.conv.weight, state['unit1.conv.weight'])
+    net.float()
+    assert twin.unit2.conv.weight.dtype == torch.float32
+    # a copy of the owner copies the twin onto the copied parameters
+    holder = nn.Module()
+    holder.net, holder.teacher = net, teacher
+    clone = copy.deepcopy(holder)
+    assert clone.teacher.twin.unit1.conv.weight is clone.net.unit1.conv.weight
+    assert clone.teacher.mirrors(clone.net)
+    assert not clone.teacher.mirrors(net)
 
 
-def test_teacher_pass_restores_on_error_and_needs_student_pass():
+def test_mirrors_turns_false_when_a_module_is_replaced():
+    net = _net()
+    teacher = SelfTeacher(net)
+    assert teacher.mirrors(net)
+    net.unit1.bn = nn.BatchNorm2d(4).double()  # as SyncBN conversion does
+    assert not teacher.mirrors(net)
+    assert SelfTeacher(net).twin.unit1.bn is not net.unit1.bn
+
+
+def test_teacher_errors_and_needs_a_binary_conv():
     net, x = _net(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
-    teacher = SelfTeacher()
-    with pytest.raises(RuntimeError, match='student_pass'):
-        with teacher.teacher_pass(net):
-            pass
-    with teacher.student_pass(net):
+    names, teacher, recorder = _parts(net)
+    with recorder.record() as student:
         net(x)
     with pytest.raises(RuntimeError, match='more often'):
-        with torch.no_grad(), teacher.teacher_pass(net):
-            net(x)
-            net(x)  # one pass too many
-    assert all(m.forward.mode is None for m in net.modules()
-               if isinstance(m, IRConv2d))
-    assert all(m.track_running_stats for m in net.modules()
-               if isinstance(m, nn.BatchNorm2d))
-    with teacher.student_pass(net):
+        with torch.no_grad():
+            teacher(x, {n: [] for n in teacher.conv_names})
+    with recorder.record() as student:
         net(x)
+        net(x)  # two student passes, one teacher pass
     with pytest.raises(RuntimeError, match='fewer binary convs'):
-        with torch.no_grad(), teacher.teacher_pass(net):
-            net.unit1(net.stem_act(net.stem_bn(net.stem(x))))
+        with torch.no_grad():
+            teacher(x, student)
+    assert teacher._feed.queues is None  # nothing kept after an error
+    with pytest.raises(ValueError, match='needs binary convs'):
+        SelfTeacher(nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU()))
 
 
 def test_recorder_names_errors_and_shared_modules():
     net = _net()
-    assert UnitRecorder(r'unit\d\.act').resolve(net) == ['unit1.act',
-                                                          'unit2.act']
-    assert UnitRecorder(['unit2.act', 'unit1.act']).resolve(net) == [
+    assert resolve_units(net, r'unit\d\.act') == ['unit1.act', 'unit2.act']
+    assert resolve_units(net, ['unit2.act', 'unit1.act']) == [
         'unit2.act', 'unit1.act']
     with pytest.raises(ValueError, match=r"unknown unit.*'unit3\.act'.*"
                        r'candidate names: .*unit1\.act'):
-        UnitRecorder(['unit1.act', 'unit3.act']).resolve(net)
+        resolve_units(net, ['unit1.act', 'unit3.act'])
     with pytest.raises(ValueError, match=r'matches no module.*unit2\.conv'):
-        UnitRecorder(r'layer\d+\.act').resolve(net)
+        resolve_units(net, r'layer\d+\.act')
     with pytest.raises(ValueError, match='unit_names'):
-        UnitRecorder(None).resolve(net)
+        resolve_units(net, None)
     with pytest.raises(TypeError, match='non-empty list'):
-        UnitRecorder([])
+        resolve_units(net, [])
+    with pytest.raises(ValueError, match='twice'):
+        resolve_units(net, ['unit1.act', 'unit1.act'])
 
     class Shared(nn.Module):  # one activation module used twice
         def __init__(self):
@@ -255,7 +263,8 @@ def test_recorder_names_errors_and_shared_modules():
             return self.act(self.act(x * 3) * 2)
 
     m, x = Shared(), torch.linspace(-1, 1, 7)
-    with UnitRecorder(['act']).record(m) as rec:
+    recorder = OutputRecorder(m, ['act'])
+    with recorder.record() as rec:
         m(x)
     outs = flatten_records(rec)
     assert len(outs) == 2
@@ -263,38 +272,27 @@ def test_recorder_names_errors_and_shared_modules():
     torch.testing.assert_close(outs[1], F.hardtanh(F.hardtanh(x * 3) * 2))
     m(x)  # outside the context: nothing recorded
     assert len(flatten_records(rec)) == 2
+    with recorder.record() as rec2:  # a new context starts empty
+        pass
+    assert rec2 == {'act': []}
+    assert len(m.act._forward_hooks) == 1
+    recorder.attach(m)  # re-attaching replaces the hook, adds none
+    assert len(m.act._forward_hooks) == 1
+    recorder.remove()
+    assert not m.act._forward_hooks
 
 
 def test_zero_real_output_takes_the_positive_sign():
     """sign(0) = +1: a teacher conv whose real output is exactly 0 returns
-    +|y|."""
+    +|y|, also where y is -0.0 (copysign alone would keep that sign)."""
     torch.manual_seed(0)
     conv = IRConv2d(3, 4, 3, 1, 1, bias=False)
     x = torch.randn(2, 3, 5, 5)
-    teacher = SelfTeacher()
-    with teacher.student_pass(conv):
+    teacher = SelfTeacher(conv)
+    with torch.no_grad():
         y = conv(x)
-    with torch.no_grad(), teacher.teacher_pass(conv):
-        out = conv(torch.zeros_like(x))  # r == 0 everywhere
+        y[0, 0, 0, 0] = -0.0
+        out = teacher(torch.zeros_like(x), {'': [y]})  # r == 0 everywhere
     assert (y < 0).any()
-    assert torch.equal(out, y.detach().abs())
-
-
-def test_attach_restores_own_slot_and_reattaches_shallow_copies():
-    net, x = _net(), torch.randn(3, 3, 8, 8, dtype=torch.float64)
-    own = ['mine']  # a value the conv had before: not the teacher's
-    net.unit1.conv.keep_standardized = own
-    teacher = SelfTeacher()
-    _run(net, x, teacher=teacher)
-    assert net.unit1.conv.keep_standardized is not own
-    # a shallow copy shares the conv's __dict__ entries, and with them the
-    # pass forward of the original; a pass re-attaches the copy's own
-    import copy
-    clone = copy.copy(net.unit2.conv)
-    assert clone.forward is net.unit2.conv.forward
-    SelfTeacher().attach(clone)
-    assert clone.forward is not net.unit2.conv.forward
-    assert clone.forward.conv is clone
-    teacher.remove()
-    assert net.unit1.conv.keep_standardized is own
-    assert 'forward' not in net.unit1.conv.__dict__
+    assert torch.equal(out, y.abs())
+    assert not torch.signbit(out).any()

@@ -3,11 +3,12 @@ import copy
 from typing import Dict, List, Optional
 
 import torch
-from mmpretrain.models import ImageClassifier
+from mmpretrain.models import ImageClassifier, LinearClsHead
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ..distill import SelfTeacher, SoftLabelBank, UnitRecorder, flatten_records
+from ..distill import (OutputRecorder, SelfTeacher, SoftLabelBank,
+                       flatten_records, resolve_units)
 
 #: the paper's losses and weights; a key set to None drops that loss
 DEFAULT_DISTILL = dict(
@@ -24,25 +25,25 @@ DEFAULT_DISTILL = dict(
 class SKDImageClassifier(ImageClassifier):
     """Binary classifier trained with the three losses of SKD-BNN.
 
-    ``loss()`` adds to the head's cross-entropy (``loss_cls``):
+    ``loss()`` (docs/skd_bnn.md) adds to the head's cross-entropy
+    (``loss_cls``):
 
     - ``loss_feat``: channel/spatial distillation from the network's own
-      latent full-precision weights (:class:`SelfTeacher`) on the outputs of
-      the binary units, recorded by module name (:class:`UnitRecorder`);
+      latent full-precision weights (:class:`SelfTeacher`, a twin of the
+      backbone sharing its parameters) on the outputs of the binary units,
+      recorded by module name (:class:`OutputRecorder`);
     - ``loss_label``: KL to the soft-label bank (:class:`SoftLabelBank`,
       module ``soft_label_bank``), zero until one epoch has been folded into
       the bank; the bank is filled here and updated at epoch end by
       ``SoftLabelBankHook``;
-    - ``loss_cluster``: label-cluster loss on the penultimate feature, i.e.
-      ``head.pre_logits(neck output)``, the input of the final linear layer.
+    - ``loss_cluster``: label-cluster loss on the penultimate feature
+      ``pre_logits``, the input of the head's final linear layer.
 
+    The head must be a :class:`LinearClsHead` (logits are
+    ``head.fc(pre_logits)``, so ``pre_logits`` is computed once).
     ``predict`` and ``tensor`` modes are :class:`ImageClassifier`'s: no
-    teacher pass and no recording.
-
-    Non-finite losses are not checked here, since a check per step would
-    force a device-to-host sync; ``SoftLabelBankHook`` checks the values that
-    mmengine's logging copies to the host anyway every iteration, and names
-    the part that went wrong.
+    teacher pass and no recording. Non-finite losses are not checked here
+    (a check per step would force a device-to-host sync).
 
     Args:
         distill (dict): ``units``: list of module names of the backbone whose
@@ -63,8 +64,14 @@ class SKDImageClassifier(ImageClassifier):
             raise ValueError(f'Unknown key(s) {unknown} in distill; valid '
                              f'keys: {sorted(cfg)}')
         cfg.update(copy.deepcopy(dict(distill or {})))
-        if self.head is None:
-            raise ValueError('SKDImageClassifier needs a head.')
+        if not isinstance(self.head, LinearClsHead):
+            raise ValueError(
+                'SKDImageClassifier needs a LinearClsHead (logits = '
+                'head.fc(head.pre_logits(feats))), got '
+                f'{type(self.head).__name__}.')
+        if self.head.cal_acc:
+            raise ValueError('SKDImageClassifier reports no training '
+                             'accuracy; set head.cal_acc=False.')
 
         def build(key):
             item = cfg[key]
@@ -76,25 +83,10 @@ class SKDImageClassifier(ImageClassifier):
 
         self.recorder = self.teacher = None
         if self.feat_loss is not None:
-            self.recorder = UnitRecorder(cfg['units'])
-            self.unit_names = self.recorder.resolve(self.backbone)
-            self.teacher = SelfTeacher()
-            if not self.teacher.binary_convs(self.backbone):
-                raise ValueError(
-                    'feat_loss needs binary convs (IRConv2d) in the backbone '
-                    f'{type(self.backbone).__name__}; binarise it (conv_cfg='
-                    "dict(type='IRConv2d') or BinarizedBackbone) or set "
-                    'distill.feat_loss=None.')
-            # hooks registered now, outside any compiled region (idle
-            # until loss() activates them)
-            self.recorder.attach(self.backbone)
-            self.teacher.attach(self.backbone)
+            self.unit_names = resolve_units(self.backbone, cfg['units'])
+            self._build_teacher()
 
-        num_classes = cfg['num_classes'] or getattr(self.head, 'num_classes',
-                                                    None)
-        if num_classes is None and (self.label_loss or self.cluster_loss):
-            raise ValueError('Set distill.num_classes: the head has no '
-                             'num_classes attribute.')
+        num_classes = cfg['num_classes'] or self.head.num_classes
         self.num_classes = num_classes
         self.soft_label_bank = None
         if self.label_loss is not None:
@@ -105,6 +97,31 @@ class SKDImageClassifier(ImageClassifier):
             self._ddp_params_and_buffers_to_ignore = [
                 f'soft_label_bank.{name}'
                 for name in SoftLabelBank.local_buffers]
+
+    def _build_teacher(self) -> None:
+        """The teacher twin, and one recorder of the units and of the binary
+        convs' outputs (which the teacher needs), hooked once now: outside
+        any compiled region."""
+        try:
+            self.teacher = SelfTeacher(self.backbone)
+        except ValueError:
+            raise ValueError(
+                'feat_loss needs binary convs (IRConv2d) in the backbone '
+                f'{type(self.backbone).__name__}; binarise it (conv_cfg='
+                "dict(type='IRConv2d') or BinarizedBackbone) or set "
+                'distill.feat_loss=None.') from None
+        self.recorder = OutputRecorder(
+            self.backbone, self.unit_names + self.teacher.conv_names)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            if not self.teacher.mirrors(self.backbone):
+                # modules replaced since (SyncBN conversion): mirror them
+                self.recorder.remove()
+                self._build_teacher()
+            self.teacher.train(mode)
+        return self
 
     @staticmethod
     def _hard_labels(data_samples: List[DataSample]) -> torch.Tensor:
@@ -118,36 +135,29 @@ class SKDImageClassifier(ImageClassifier):
     def loss(self, inputs: torch.Tensor,
              data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
         labels = self._hard_labels(data_samples).to(inputs.device)
-        if self.feat_loss is not None:
-            with self.recorder.record(self.backbone) as records, \
-                    self.teacher.student_pass(self.backbone):
-                feats = self.backbone(inputs)
-            student_units = flatten_records(records)
+        # student pass, the binary convs' outputs and the units recorded
+        if self.teacher is None:
+            pre_logits = self.extract_feat(inputs, stage='pre_logits')
         else:
-            feats = self.backbone(inputs)
-        if self.with_neck:
-            feats = self.neck(feats)
-        logits = self.head(feats)
+            with self.recorder.record() as student:
+                pre_logits = self.extract_feat(inputs, stage='pre_logits')
+        logits = self.head.fc(pre_logits)
+        losses = dict(loss_cls=self.head.loss_module(
+            logits, labels, avg_factor=logits.size(0)))
 
-        losses = {}
-        head_losses = self.head._get_loss(logits, data_samples)
-        losses['loss_cls'] = head_losses.pop('loss')
-        losses.update(head_losses)
-
-        if self.feat_loss is not None:
-            with torch.no_grad(), \
-                    self.recorder.record(self.backbone) as records, \
-                    self.teacher.teacher_pass(self.backbone):
-                self.backbone(inputs)
-            losses['loss_feat'] = self.feat_loss(student_units,
-                                                 flatten_records(records))
+        if self.teacher is not None:
+            # teacher pass: the twin, with the student's conv outputs
+            with torch.no_grad(), self.recorder.record() as teacher:
+                self.teacher(inputs, student)
+            losses['loss_feat'] = self.feat_loss(
+                flatten_records(student, self.unit_names),
+                flatten_records(teacher, self.unit_names))
         if self.label_loss is not None:
             bank = self.soft_label_bank
             losses['loss_label'] = bank.active() * self.label_loss(
                 logits, bank.lookup(labels))
             bank.accumulate(logits.detach(), labels)
         if self.cluster_loss is not None:
-            pre_logits = self.head.pre_logits(feats)
             losses['loss_cluster'] = self.cluster_loss(
                 pre_logits, labels, self.num_classes)
         return losses

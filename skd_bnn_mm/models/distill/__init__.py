@@ -1,5 +1,8 @@
-from .recorder import UnitRecorder, flatten_records
+from .recorder import OutputRecorder, flatten_records, resolve_units
 from .soft_label_bank import SoftLabelBank
-from .teacher import SelfTeacher
+from .teacher import SelfTeacher, ValueSwapConv
 
-__all__ = ['SelfTeacher', 'SoftLabelBank', 'UnitRecorder', 'flatten_records']
+__all__ = [
+    'OutputRecorder', 'SelfTeacher', 'SoftLabelBank', 'ValueSwapConv',
+    'flatten_records', 'resolve_units'
+]

@@ -1,7 +1,7 @@
 """Record the outputs of modules chosen by name, only inside a context."""
 import re
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -24,123 +24,111 @@ def _listing(names: List[str]) -> str:
     return shown + (f', ... ({more} more)' if more > 0 else '')
 
 
-class UnitRecorder:
-    """Forward hooks that collect module outputs, selected by module name.
+def resolve_units(module: nn.Module, units: Optional[Units]) -> List[str]:
+    """Names of the unit modules of ``module``; a clear ValueError if one is
+    unknown.
 
-    Names are relative to the module passed to :meth:`resolve` /
-    :meth:`record` (the backbone for SKD-BNN). ``units`` is either a list of
-    exact names or one regular expression matched against every name with
-    :func:`re.fullmatch` (e.g. ``r'layer\\d+\\.\\d+\\.act\\d'``); the matches
-    keep the order of ``named_modules()``. ``None`` asks the module for its
-    own ``unit_names()``.
-
-    A module that runs several times in one forward pass (an activation
-    module shared by two convs, as in mmpretrain's ``BasicBlock``) yields one
-    recorded output per call, in call order.
-
-    Each unit module gets one forward hook, at :meth:`attach` or the first
-    :meth:`record` that needs it, and keeps it: outside :meth:`record` the hook returns at once
-    (inference and validation record nothing). Registering hooks anew at
-    every step would break ``torch.compile``'s graph at each registration and
-    compile the backbone piecemeal (measured on CPU: a compiled SKD-BNN
-    ResNet-20 step slower than the uncompiled one). :meth:`remove` takes
-    the hooks off.
+    ``units`` is a list of exact module names, or one regular expression
+    matched against every name with :func:`re.fullmatch` (e.g.
+    ``r'layer\\d+\\.\\d+\\.act\\d'``; matches keep the order of
+    ``named_modules()``), or ``None`` for the module's own ``unit_names()``.
     """
-
-    def __init__(self, units: Optional[Units]) -> None:
-        if units is not None and not isinstance(units, str):
-            units = list(units)
-            if not units or not all(isinstance(u, str) for u in units):
-                raise TypeError(
-                    'units must be a regex string or a non-empty list of '
-                    f'module names, got {units!r}')
-        self.units = units
-        self._hooks: Dict[nn.Module, '_Append'] = {}
-        self._handles: List = []
-
-    def resolve(self, module: nn.Module) -> List[str]:
-        """Module names to hook; a clear ValueError if any is unknown."""
-        units = self.units
-        if units is None:
-            if not callable(getattr(module, 'unit_names', None)):
-                raise ValueError(
-                    f'units=None needs a module with unit_names(); '
-                    f'{type(module).__name__} has none. Give the unit '
-                    'module names (or a regex) explicitly; candidates: '
-                    f'{_listing(_candidates(module))}')
-            units = list(module.unit_names())
-        names = dict(module.named_modules())
-        if isinstance(units, str):
-            try:
-                pattern = re.compile(units)
-            except re.error as e:
-                raise ValueError(f'units regex {units!r} is invalid: {e}') \
-                    from None
-            found = [n for n in names if n and pattern.fullmatch(n)]
-            if not found:
-                raise ValueError(
-                    f'units regex {units!r} matches no module of '
-                    f'{type(module).__name__}; candidate names: '
-                    f'{_listing(_candidates(module))}')
-            return found
-        unknown = [u for u in units if u not in names or not u]
-        if unknown:
+    if units is None:
+        if not callable(getattr(module, 'unit_names', None)):
             raise ValueError(
-                f'unknown unit module name(s) {unknown} in '
+                f'units=None needs a module with unit_names(); '
+                f'{type(module).__name__} has none. Give the unit module '
+                'names (or a regex) explicitly; candidates: '
+                f'{_listing(_candidates(module))}')
+        units = list(module.unit_names())
+    elif not isinstance(units, str):
+        units = list(units)
+        if not units or not all(isinstance(u, str) for u in units):
+            raise TypeError('units must be a regex string or a non-empty '
+                            f'list of module names, got {units!r}')
+    names = dict(module.named_modules())
+    if isinstance(units, str):
+        try:
+            pattern = re.compile(units)
+        except re.error as e:
+            raise ValueError(f'units regex {units!r} is invalid: {e}') \
+                from None
+        found = [n for n in names if n and pattern.fullmatch(n)]
+        if not found:
+            raise ValueError(
+                f'units regex {units!r} matches no module of '
                 f'{type(module).__name__}; candidate names: '
                 f'{_listing(_candidates(module))}')
-        if len(set(units)) != len(units):
-            raise ValueError(f'units lists a module twice: {units}')
-        return list(units)
+        return found
+    unknown = [u for u in units if u not in names or not u]
+    if unknown:
+        raise ValueError(
+            f'unknown unit module name(s) {unknown} in '
+            f'{type(module).__name__}; candidate names: '
+            f'{_listing(_candidates(module))}')
+    if len(set(units)) != len(units):
+        raise ValueError(f'units lists a module twice: {units}')
+    return units
 
-    @contextmanager
-    def record(self, module: nn.Module) -> Iterator[Dict[str, List]]:
-        """Hook the units of ``module``; yields ``{name: [outputs...]}``.
 
-        The lists fill while forward passes run inside the context; use
-        :func:`flatten_records` for one list of tensors in unit order.
-        """
-        store: Dict[str, List[torch.Tensor]] = {}
-        active = []
-        try:
-            for name, hook in self.attach(module):
-                hook.outputs = store.setdefault(name, [])
-                active.append(hook)
-            yield store
-        finally:
-            for hook in active:
-                hook.outputs = None
+class OutputRecorder:
+    """Forward hooks on the named submodules of ``module`` that collect their
+    outputs inside :meth:`record`, and do nothing outside it.
 
-    def attach(self, module: nn.Module) -> List[Tuple[str, '_Append']]:
-        """Register the (idle) hooks of the units of ``module`` that have
-        none yet; ``[(name, hook)]`` in unit order.
+    The hooks are registered here, once: registering hooks inside a step
+    would break a ``torch.compile`` graph at each registration. A module that
+    runs several times in one forward (an activation shared by two convs, as
+    in mmpretrain's ``BasicBlock``) yields one output per call, in call
+    order. Modules that share this module's hooks (the SKD teacher's twin)
+    record into the same context.
 
-        Call it once before ``torch.compile`` runs the model (the classifier
-        does so when built): a registration inside a compiled region breaks
-        the graph there.
-        """
-        hooks = []
-        for name in self.resolve(module):
-            sub = module.get_submodule(name)
-            hook = self._hooks.get(sub)
-            if hook is None:
-                hook = self._hooks[sub] = _Append()
-                self._handles.append(sub.register_forward_hook(hook))
-            hooks.append((name, hook))
-        return hooks
+    Args:
+        module: the module whose submodules are recorded.
+        names: submodule names, each recorded under its name.
+    """
+
+    def __init__(self, module: nn.Module, names: Sequence[str]) -> None:
+        self.names = list(dict.fromkeys(names))
+        self._hooks: List['_Append'] = []
+        self._handles: List = []
+        self.attach(module)
+
+    def attach(self, module: nn.Module) -> None:
+        """(Re-)register the hooks on the submodules of ``module``."""
+        self.remove()
+        for name in self.names:
+            hook = _Append(name)
+            self._handles.append(
+                module.get_submodule(name).register_forward_hook(hook))
+            self._hooks.append(hook)
 
     def remove(self) -> None:
         """Take every hook of this recorder off its module."""
         for handle in self._handles:
             handle.remove()
-        self._hooks, self._handles = {}, []
+        self._hooks, self._handles = [], []
+
+    @contextmanager
+    def record(self) -> Iterator[Dict[str, List[torch.Tensor]]]:
+        """Yields ``{name: [outputs...]}``, filled by the forward passes run
+        inside the context."""
+        store: Dict[str, List[torch.Tensor]] = {n: [] for n in self.names}
+        try:
+            for hook in self._hooks:
+                hook.outputs = store[hook.name]
+            yield store
+        finally:
+            for hook in self._hooks:
+                hook.outputs = None
 
 
 class _Append:
     """Forward hook appending the output to ``outputs`` while it is a list
-    (picklable, no closure); ``None`` outside :meth:`UnitRecorder.record`."""
+    (picklable, no closure); ``None`` outside :meth:`OutputRecorder.record`.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.outputs: Optional[List] = None
 
     def __call__(self, module, args, output) -> None:
@@ -148,6 +136,9 @@ class _Append:
             self.outputs.append(output)
 
 
-def flatten_records(store: Dict[str, List]) -> List[torch.Tensor]:
-    """All recorded outputs, by unit name then call order."""
-    return [t for outputs in store.values() for t in outputs]
+def flatten_records(store: Dict[str, List],
+                    names: Optional[Sequence[str]] = None
+                    ) -> List[torch.Tensor]:
+    """The outputs of ``names`` (default: all), by name then call order."""
+    return [t for n in (store if names is None else names)
+            for t in store[n]]

@@ -1,5 +1,5 @@
 """IR-Net binary convolution: 1-bit weights and 1-bit activations."""
-from typing import List, Optional, Union
+from typing import Union
 
 import torch
 import torch.nn as nn
@@ -45,12 +45,6 @@ class IRConv2d(nn.Conv2d):
         sign (str): surrogate gradient of the sign function, one of
             :data:`~skd_bnn_mm.models.layers.SIGN_METHODS`.
     """
-
-    #: ``None``, or a list into which :meth:`forward` puts the detached
-    #: ``Wb`` of its first call. Set only around a forward pass by a caller
-    #: that needs ``Wb`` again before the weights change (the SKD teacher
-    #: pass), which then reuses it instead of standardising once more.
-    keep_standardized: Optional[List[Tensor]] = None
 
     def __init__(self,
                  in_channels: int,
@@ -125,11 +119,7 @@ class IRConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         qa = self.binarize_input(x)
-        wb = self.standardized_weight()
-        keep = self.keep_standardized
-        if keep is not None and not keep:
-            keep.append(wb.detach())
-        return self._conv_forward(qa, self._quantize_weight(wb), self.bias)
+        return self._conv_forward(qa, self.binary_weight(), self.bias)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, sign={self.sign_method}'
