@@ -86,3 +86,46 @@ def test_ede_gradient_of_bf16_activations_uses_float32_k_and_t():
     assert torch.equal(g, expected)
     rounded_t = float(torch.tensor(t).bfloat16())
     assert rounded_t != pytest.approx(t, rel=1e-4)  # the test can tell
+
+
+@pytest.mark.parametrize('epoch', [517, 650])
+def test_ede_gradient_of_fp16_activations_is_float32_rounded_once(epoch):
+    """fp16 autocast: the gradient is the float32 formula at the fp16 input,
+    rounded once to fp16. Computed in fp16 (k, t and tanh rounded, then
+    ``1 - tanh^2`` cancelling) it differs."""
+    t = 10**(-3 + 4 * epoch / 700)  # the paper's schedule
+    k = max(1 / t, 1.0)
+    x = (torch.linspace(-1.5, 1.5, 301) / t).half().requires_grad_()
+    up = torch.full_like(x, 0.37)
+    y = binary_sign(x, 'ede', k=torch.tensor(k), t=torch.tensor(t))
+    g, = torch.autograd.grad(y, x, up)
+    assert y.dtype == g.dtype == torch.float16
+    xf = x.detach().float()
+    k32, t32 = torch.tensor(k), torch.tensor(t)  # float32 buffers
+    expected = (up.float() * (k32 * t32 * (1 - torch.tanh(t32 * xf)**2))
+                ).half()
+    assert torch.equal(g, expected)
+    k16, t16, x16 = (torch.tensor(k).half(), torch.tensor(t).half(),
+                     x.detach())
+    naive = up * k16 * t16 * (1 - torch.tanh(t16 * x16)**2)
+    assert not torch.equal(naive, expected)  # the test can tell
+
+
+def test_ede_gradient_with_scaled_upstream_does_not_overflow():
+    """Loss scaling makes the upstream gradient large; ``k = 1000`` at the
+    start of training. Multiplied in fp16 as ``up * k * t``, ``up * k``
+    overflows (inf, and GradScaler would skip every step) although the
+    result, ``up * k * t``, is small; in float32 it does not."""
+    k, t = 1e3, 1e-3  # epoch 0: k * t = 1
+    x = torch.tensor([-0.5, 0.0, 0.25, 2.0], dtype=torch.float16,
+                     requires_grad=True)
+    up = torch.full_like(x, 300.0)  # e.g. 2^16 * a gradient of ~0.005
+    y = binary_sign(x, 'ede', k=torch.tensor(k), t=torch.tensor(t))
+    g, = torch.autograd.grad(y, x, up)
+    xf = x.detach().float()
+    k32, t32 = torch.tensor(k), torch.tensor(t)
+    assert torch.equal(g, (300.0 * (k32 * t32 * (1 - torch.tanh(t32 * xf)**2)))
+                       .half())
+    assert torch.isfinite(g).all() and g.max() == 300.0
+    naive = up * torch.tensor(k).half() * torch.tensor(t).half()
+    assert torch.isinf(naive).all()  # the test can tell

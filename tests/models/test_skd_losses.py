@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from skd_bnn_mm.models.losses import (ChannelSpatialDistillLoss,
                                       LabelClusterLoss, SoftLabelKLLoss)
@@ -193,3 +194,113 @@ def test_label_losses_run_in_float32_for_bf16_inputs():
     # gradients reach the bf16 tensors, in their dtype
     assert logits.grad.dtype == feats.grad.dtype == torch.bfloat16
     assert logits.grad.abs().sum() > 0 and feats.grad.abs().sum() > 0
+
+
+def _naive_fp16_feat_loss(student, teacher):
+    """The feature loss with every operation in fp16 (what autocast would
+    give without the float32 reductions)."""
+    total = 0
+    for s, t in zip(student, teacher):
+        b, c, h, w = s.shape
+
+        def rows(x, dims):
+            v = x.mean(dim=dims).reshape(b, -1)
+            return v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
+
+        dv = rows(s, (2, 3)) - rows(t, (2, 3))
+        du = rows(s, 1) - rows(t, 1)
+        total = total + (torch.linalg.vector_norm(dv.flatten()) / c
+                         + torch.linalg.vector_norm(du.flatten()) / (h * w)
+                         ) / b
+    return total / len(student)
+
+
+def test_losses_of_fp16_inputs_equal_float32_on_the_same_values():
+    """fp16 autocast: features, logits and penultimate features arrive in
+    fp16. Each loss equals its float32 computation on the same fp16 values;
+    computed in fp16 the feature and KL losses lose most of their digits
+    (student and teacher are close, their difference cancels), and the
+    cluster loss ``1 - cos`` of near-centre features is mostly rounding."""
+    g = torch.Generator().manual_seed(0)
+    base = [torch.randn(8, 16, 8, 8, generator=g) + 2.0 for _ in range(2)]
+    student = [(b + 0.01 * torch.randn(b.shape, generator=g)).half()
+               for b in base]
+    teacher = [b.half() for b in base]
+    logits = torch.randn(16, 10, generator=g) * 3
+    target = logits + 0.05 * torch.randn(16, 10, generator=g)
+    feats = torch.randn(1, 32, generator=g) + 0.02 * torch.randn(
+        16, 32, generator=g)
+    labels = torch.zeros(16, dtype=torch.long)
+    cases = [
+        (ChannelSpatialDistillLoss(), (student, teacher),
+         ([s.float() for s in student], [t.float() for t in teacher]),
+         _naive_fp16_feat_loss(student, teacher)),
+        (SoftLabelKLLoss(), (logits.half(), target.half()),
+         (logits.half().float(), target.half().float()),
+         16 * F.kl_div(F.log_softmax(logits.half() / 4, 1),
+                       F.log_softmax(target.half() / 4, 1),
+                       reduction='batchmean', log_target=True) * 0.05),
+        (LabelClusterLoss(), (feats.half(), labels, 10),
+         (feats.half().float(), labels, 10),
+         0.01 * ((1 - F.cosine_similarity(
+             feats.half(), feats.half().mean(0, keepdim=True), dim=1)) / 2
+         ).mean()),
+    ]
+    for loss, args, ref_args, naive in cases:
+        got, ref = loss(*args), loss(*ref_args)
+        assert got.dtype == torch.float32
+        assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+        # the test can tell: fp16 arithmetic is off by more than 1%
+        assert naive.dtype == torch.float16
+        assert abs(naive.item() - ref.item()) > 0.01 * ref.item(), \
+            type(loss).__name__
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+def test_channel_spatial_loss_finite_on_all_zero_features(dtype):
+    """A dead unit gives all-zero features (e.g. a binary conv behind a ReLU:
+    constant outputs, which BatchNorm maps to 0). ``loss_feat`` and its
+    gradient stay finite and bounded; before, the gradient of an all-zero
+    student row was 1e12 times the incoming one (inf in fp16)."""
+    loss = ChannelSpatialDistillLoss()
+    g = torch.Generator().manual_seed(0)
+    zeros = torch.zeros(2, 4, 3, 3, dtype=dtype)
+    teacher = torch.randn(2, 4, 3, 3, generator=g).to(dtype)
+    for s, t in ((zeros, zeros), (zeros, teacher), (teacher, zeros)):
+        s = s.clone().requires_grad_()
+        value = loss([s], [t])
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(s.grad).all()
+        assert s.grad.abs().max() < 1.0
+    assert loss([zeros], [zeros]).item() == 0.0
+    # a zero student against a teacher: distance of 0 to a unit row, i.e.
+    # 1 per row: (sqrt(B) / C + sqrt(B) / (H*W)) / B
+    b, c, hw = 2, 4, 9
+    expected = (math.sqrt(b) / c + math.sqrt(b) / hw) / b
+    assert loss([zeros], [teacher]).item() == pytest.approx(expected,
+                                                            rel=1e-3)
+
+
+def test_all_zero_guard_leaves_other_rows_bitwise():
+    """Only exactly-zero rows take the new path: every other value and
+    gradient is the clamp-and-divide one, bitwise."""
+    import skd_bnn_mm.models.losses.channel_spatial_distill_loss as mod
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 7, generator=g)
+    x[0, 1] = 0.0  # one all-zero row
+    x[1, 2] = 1e-14  # tiny, not zero: still clamped
+    for detach in (False, True):
+        a = x.clone().requires_grad_()
+        got = mod._unit_rows(a, detach_norm=detach)
+        got.sum().backward()
+        b = x.clone().requires_grad_()
+        norm = torch.linalg.vector_norm(b, dim=-1,
+                                        keepdim=True).clamp_min(mod._EPS)
+        old = b / (norm.detach() if detach else norm)
+        old.sum().backward()
+        assert torch.equal(got, old)
+        keep = torch.ones(2, 5, dtype=torch.bool)
+        keep[0, 1] = False
+        assert torch.equal(a.grad[keep], b.grad[keep])
+        assert a.grad[0, 1].abs().max() <= 1.0
+        assert b.grad[0, 1].abs().max() > 1e10  # what the guard removes

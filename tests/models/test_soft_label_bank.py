@@ -166,3 +166,29 @@ def test_hook_names_the_non_finite_loss(tmp_path):
     for key, value in ok.items():
         runner.message_hub.update_scalar(f'train/{key}', value)
     hook.after_train_iter(runner, 1, None, ok)
+
+
+def test_fp16_logits_are_summed_in_float32_over_an_epoch():
+    """fp16 autocast gives fp16 logits. The bank sums them in float32 (and
+    counts in int64): after an "epoch" of 60 batches of 200 samples the
+    sums are the exact sums of the fp16 values to float32 rounding, where
+    fp16 sums overflow (65504 is fp16's maximum) and, before that, round
+    every addition to 11 significant bits."""
+    g = torch.Generator().manual_seed(0)
+    bank = SoftLabelBank(3)
+    naive = torch.zeros(3, 3, dtype=torch.float16)
+    exact = torch.zeros(3, 3, dtype=torch.float64)
+    labels = torch.zeros(200, dtype=torch.long)  # all class 0, all correct
+    for _ in range(60):
+        logits = (torch.tensor([9.0, 1.0, -2.0]) + 0.3 * torch.randn(
+            200, 3, generator=g)).half()
+        bank.accumulate(logits, labels)
+        naive.index_add_(0, labels, logits)
+        exact[0] += logits.double().sum(0)
+    assert bank.sums.dtype == torch.float32
+    assert bank.counts.dtype == torch.int64 and bank.counts[0] == 12000
+    torch.testing.assert_close(bank.sums.double(), exact, rtol=1e-5, atol=0)
+    assert torch.isinf(naive[0, 0])  # the test can tell
+    bank.update(epoch=0)
+    torch.testing.assert_close(bank.bank[0].double(), exact[0] / 12000,
+                               rtol=1e-5, atol=0)
