@@ -89,3 +89,26 @@ class StallHook(Hook):
             with open(self.marker, 'w') as f:
                 f.write(str(os.getpid()))
             time.sleep(self.seconds)
+
+
+@HOOKS.register_module()
+class SampleLogHook(Hook):
+    """Each process writes ``out_dir/{tag}_rank{r}.json``: for every trained
+    iteration, ``[global iteration (1-based), epoch, [sample_idx, ...]]``."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, out_dir, tag):
+        self.out_dir, self.tag, self.rows = out_dir, tag, []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        idx = [int(s.sample_idx) for s in data_batch['data_samples']]
+        self.rows.append([runner.iter + 1, runner.epoch, idx])
+
+    def after_train(self, runner):
+        import json
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = osp.join(self.out_dir, f'{self.tag}_rank{dist.get_rank()}.json')
+        with open(path, 'w') as f:
+            json.dump(self.rows, f)

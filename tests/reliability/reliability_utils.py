@@ -54,8 +54,13 @@ def write_config(folder, text, name='cfg.py'):
 def build_runner(work_dir, data_root, config=TINY, **overrides):
     """An in-process SafeRunner of ``config``; ``overrides`` are dotted keys
     (``'model.head.num_classes': 5``) merged into the config."""
-    from mmengine.config import Config
     from mmpretrain.registry import RUNNERS
+    return RUNNERS.build(build_cfg(work_dir, data_root, config, **overrides))
+
+
+def build_cfg(work_dir, data_root, config=TINY, **overrides):
+    """The config :func:`build_runner` builds."""
+    from mmengine.config import Config
     cfg = Config.fromfile(config)
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(data_root)
@@ -66,7 +71,7 @@ def build_runner(work_dir, data_root, config=TINY, **overrides):
     cfg.log_level = 'WARNING'
     if overrides:
         cfg.merge_from_dict(overrides)
-    return RUNNERS.build(cfg)
+    return cfg
 
 
 def snapshot(folder):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 import pytest
+import reliability_hooks  # noqa: F401  (SampleLogHook)
 import torch
 from reliability_utils import (EPOCHS, ITERS_PER_EPOCH, ROOT, TINY,
                                build_runner, copy_work_dir, load, snapshot)
@@ -453,3 +454,98 @@ def test_bad_run(case, reference_run, data_root, tmp_path, monkeypatch):
     monkeypatch.undo()
     if case.check is not None:
         case.check(work, runner, reference_run, data_root)
+
+
+# --- another number of processes (torch.multiprocessing.spawn, gloo) -----
+
+def _iteration_checkpoints(interval, out_dir, tag, **extra):
+    """1 epoch, iteration checkpoints every ``interval``, sample log."""
+    return {'train_cfg.max_epochs': 1, 'param_scheduler.warmup': 0,
+            'default_hooks.checkpoint': dict(
+                type='SafeCheckpointHook', by_epoch=False, interval=interval,
+                max_keep_ckpts=-1, save_best=None),
+            'custom_hooks': [
+                dict(type='EDEHook'), dict(type='SoftLabelBankHook'),
+                dict(type='EpochSeedHook'),
+                dict(type='SampleLogHook', out_dir=str(out_dir), tag=tag)],
+            'log_level': 'INFO', **extra}
+
+
+def _spawn_train(world, port, work, data_root, overrides):
+    import torch.multiprocessing as mp
+    from reliability_spawn import train
+    mp.spawn(train, args=(world, port, str(work), str(data_root), overrides),
+             nprocs=world, join=True)
+
+
+def _trained(out_dir, tag, before_iter=None):
+    """Sample indices trained (all processes), up to ``before_iter``."""
+    import json
+    samples = []
+    for path in Path(out_dir).glob(f'{tag}_rank*.json'):
+        for n, _, idx in json.loads(path.read_text()):
+            if before_iter is None or n <= before_iter:
+                samples += idx
+    return samples
+
+
+# (name, processes before, checkpoint, processes after, log lines)
+WORLD_CASES = [
+    ('two_processes_to_one', 2, 'iter_2.pth', 1,
+     ['first 128 samples (4 of 7 batches) were trained before the '
+      'checkpoint and are skipped', 'iteration counter 2 -> 4']),
+    ('one_process_to_two', 1, 'iter_4.pth', 2,
+     ['first 128 samples (2 of 4 batches) were trained before the '
+      'checkpoint and are skipped', 'iteration counter 4 -> 2']),
+]
+
+
+@pytest.mark.parametrize('case', WORLD_CASES, ids=[c[0] for c in WORLD_CASES])
+def test_resume_with_other_world_size(case, data_root, tmp_path, free_port):
+    """A mid-epoch checkpoint after 128 of 200 samples, resumed with another
+    number of processes: the epoch trains exactly the other 72 samples."""
+    _, before, name, after, phrases = case
+    logs, first, second = tmp_path / 'samples', tmp_path / 'a', \
+        tmp_path / 'b'
+    steps = 128 // (32 * before)
+    run = _iteration_checkpoints(steps, logs, 'first')
+    if before == 1:
+        build_runner(first, data_root, **run).train()
+    else:
+        _spawn_train(before, free_port, first, data_root, run)
+    kept = snapshot(first)
+    resume = _iteration_checkpoints(100, logs, 'second', resume=True,
+                                    load_from=str(first / name))
+    if after == 1:
+        build_runner(second, data_root, **resume).train()
+    else:
+        _spawn_train(after, free_port, second, data_root, resume)
+    done = _trained(logs, 'first', before_iter=steps)
+    rest = _trained(logs, 'second')
+    assert len(done) == 128 and len(rest) == 72
+    assert sorted(done + rest) == list(range(200))  # each sample once
+    log = _log(second)
+    for phrase in phrases:
+        assert phrase in log, f'{phrase!r} not in the log:\n{log}'
+    assert snapshot(first) == kept
+
+
+def test_stalled_peer_times_out(tmp_path, free_port):
+    """A stopped (not dead) process: the other gives up after
+    env_cfg.dist_cfg.timeout, not torch's 30 minutes."""
+    import torch.multiprocessing as mp
+    from reliability_spawn import stalled_peer
+    out = tmp_path / 'rank0.txt'
+    context = mp.spawn(stalled_peer, args=(2, free_port, 3, str(out)),
+                       nprocs=2, join=False)
+    try:
+        context.processes[0].join(90)
+        assert out.is_file(), 'rank 0 still waiting after 90 s'
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+            process.join(10)
+    seconds, message = out.read_text().split('\n', 1)
+    assert float(seconds) < 30, seconds
+    assert 'Timed out' in message or 'timeout' in message.lower(), message
