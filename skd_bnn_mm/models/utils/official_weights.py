@@ -169,14 +169,18 @@ def get_layout(model_name: str) -> OfficialLayout:
             f'{", ".join(OFFICIAL_LAYOUTS)}.') from None
 
 
-def build_reference_model(model_name: str) -> nn.Module:
+def build_reference_model(model_name: str,
+                          device: Union[str, torch.device] = 'cpu'
+                          ) -> nn.Module:
     """Backbone, neck and head of our model for ``model_name`` (keys
     ``backbone.*``, ``neck.*``, ``head.*``, as in an ``ImageClassifier``),
-    without the soft-label bank."""
-    from mmpretrain.registry import MODELS
+    without the soft-label bank. ``device='meta'`` gives names, shapes and
+    dtypes without allocating or initialising anything."""
     from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
     layout = get_layout(model_name)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
+    with torch.device(device), \
+            DefaultScope.overwrite_default_scope('mmpretrain'):
         return nn.ModuleDict({part: MODELS.build(dict(cfg))
                               for part, cfg in layout.model.items()})
 
@@ -290,7 +294,7 @@ def _guess_layouts(src, exclude: str) -> List[str]:
     for name in OFFICIAL_LAYOUTS:
         if name == exclude:
             continue
-        ref = build_reference_model(name).state_dict()
+        ref = build_reference_model(name, 'meta').state_dict()
         if _try_convert(src, OFFICIAL_LAYOUTS[name], ref, None)[0] is not None:
             fits.append(name)
     return fits
@@ -338,7 +342,7 @@ def convert_official_state_dict(
                          'entry, or use convert_official_checkpoint().')
     src = _strip_prefix(src_state_dict)
     if model is None:
-        reference = build_reference_model(model_name).state_dict()
+        reference = build_reference_model(model_name, 'meta').state_dict()
         if soft_label_bank:
             from skd_bnn_mm.models.distill import SoftLabelBank
             bank = SoftLabelBank(layout.num_classes).state_dict()
