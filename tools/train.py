@@ -27,7 +27,7 @@ def parse_args(argv=None):
         'latest checkpoint in the work dir (a work dir without checkpoints '
         'starts from the config\'s load_from, or from scratch)')
     parser.add_argument(
-        '--amp', nargs='?', const='auto', choices=['fp16', 'bf16'],
+        '--amp', nargs='?', const='auto', choices=['auto', 'fp16', 'bf16'],
         help='mixed precision; alone: fp16 with dynamic loss scaling on '
         "CUDA (mmengine's AmpOptimWrapper), bfloat16 on the CPU; "
         '--amp fp16 / --amp bf16 choose (fp16 on the CPU: '
