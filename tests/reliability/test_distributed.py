@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_utils import ROOT, TRAIN, cli_env, load, run_cli, \
+from reliability_utils import ROOT, TEST, TRAIN, cli_env, load, run_cli, \
     write_config
 
 import subprocess
@@ -167,3 +167,30 @@ train_dataloader = dict(dataset=dict(indices=64))
             assert torch.equal(sa[key], sb[key]), key
     t = sa['backbone.layer1.0.conv1.ede_t'].item()
     assert math.isclose(t, 10**(-3 + 4 * 2 / 3), rel_tol=1e-6)
+
+
+def test_validation_of_two_processes_equals_test_of_checkpoint(
+        data_root, tmp_path, free_port):
+    """Each process keeps BatchNorm statistics of its own batches; the
+    RankConsistencyHook of every config (default_runtime) averages them
+    before validation and the checkpoint, so the accuracy logged by a
+    2-process run is the one tools/test.py gives on the saved file."""
+    import re
+    work = tmp_path / 'work'
+    # no RankConsistencyHook here: the one of default_runtime must do it
+    config = write_config(tmp_path, '''
+custom_hooks = [dict(type='EDEHook'), dict(type='SoftLabelBankHook'),
+                dict(type='EpochSeedHook')]
+train_cfg = dict(max_epochs=1)
+param_scheduler = dict(warmup=0)
+''')
+    out = _dist_train(config, work, data_root, free_port)
+    assert out.count('identical on 2 processes') == 1
+    logged = re.findall(r'Epoch\(val\) \[1\]\[\d+/\d+\]\s+accuracy/top1: '
+                        r'([\d.]+)', out)
+    assert len(logged) == 1, out[-3000:]
+    test = run_cli([TEST, config, work / 'epoch_1.pth', '--work-dir',
+                    tmp_path / 'test'], data_root)
+    tested = re.findall(r'accuracy/top1: ([\d.]+)', test.stdout + test.stderr)
+    assert tested and float(tested[-1]) == float(logged[0]), \
+        (logged, tested)
