@@ -184,6 +184,13 @@ def main(argv=None):
             'config it was trained with (same backbone and num_classes); '
             'nothing was evaluated.')
 
+    from skd_bnn_mm.datasets import check_labels_fit, model_num_classes
+    try:  # builds the test loop (and dataset) that runner.test() runs
+        check_labels_fit(runner.test_loop.dataloader.dataset,
+                         model_num_classes(model))
+    except ValueError as e:
+        raise SystemExit(f'{e} Nothing was evaluated.') from None
+
     if args.out_item == 'pred':
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))

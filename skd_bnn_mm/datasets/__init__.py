@@ -1,4 +1,9 @@
 from .cifar10_pickle import CIFAR10Pickle
-from .transforms import DeferredCropFlip
+from .label_check import check_labels_fit, model_num_classes
+from .synthetic_cls_dataset import SyntheticClsDataset
+from .transforms import DeferredCropFlip, LoadImageToRGB
 
-__all__ = ['CIFAR10Pickle', 'DeferredCropFlip']
+__all__ = [
+    'CIFAR10Pickle', 'DeferredCropFlip', 'LoadImageToRGB', 'SyntheticClsDataset',
+    'check_labels_fit', 'model_num_classes'
+]
