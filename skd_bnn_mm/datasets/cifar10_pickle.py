@@ -20,8 +20,9 @@ HOW_TO_GET = (
     'environment variable CIFAR10_ROOT.')
 
 #: the only globals a CIFAR-10 batch file may name: numpy arrays (numpy 1
-#: and 2 module paths) and the bytes codec of protocol-2 pickles
+#: and 2 module paths) and how protocol-2 pickles spell bytes
 _ARRAY_GLOBALS = {
+    ('__builtin__', 'bytes'), ('builtins', 'bytes'),
     ('numpy', 'ndarray'), ('numpy', 'dtype'),
     ('numpy.core.multiarray', '_reconstruct'),
     ('numpy._core.multiarray', '_reconstruct'),
