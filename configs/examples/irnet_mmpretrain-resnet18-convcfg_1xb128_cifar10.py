@@ -8,9 +8,11 @@
 # (configs/irnet/irnet_resnet18_1xb128_cifar10.py):
 # - `conv_cfg` applies to every conv, so the stem conv and the 1x1
 #   downsample convs are binary too;
-# - mmpretrain's ResNet uses ReLU, after which every input of a binary conv is
-#   >= 0 and binarises to +1. BinarizedBackbone(binarize_convs=False,
-#   replace_relu_with_hardtanh=True) only swaps those ReLUs for Hardtanh.
+# - mmpretrain's ResNet hard-codes ReLU (it takes no act_cfg), after which
+#   every input of a binary conv is >= 0 and binarises to +1: the network
+#   trains to chance. BinarizedBackbone(binarize_convs=False) only swaps those
+#   ReLUs for Hardtanh (replace_activations, on by default), and stops at the
+#   first forward if a binary conv still sees only inputs >= 0.
 # Recipe of the ResNet-18 CIFAR-10 runs: 800 epochs, warm-up 16 + cosine,
 # SGD lr 0.3, weight decay 1e-5, batch 128 on 1 GPU.
 _base_ = [
@@ -25,8 +27,7 @@ model = dict(
         type='BinarizedBackbone',
         backbone=dict(
             type='ResNet_CIFAR', depth=18, conv_cfg=dict(type='IRConv2d')),
-        binarize_convs=False,
-        replace_relu_with_hardtanh=True),
+        binarize_convs=False),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',

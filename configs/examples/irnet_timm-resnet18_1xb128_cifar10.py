@@ -2,7 +2,8 @@
 # BinarizedBackbone builds mmpretrain's TIMMBackbone and swaps every nn.Conv2d
 # except the stem conv and the 1x1 downsample convs (kept full precision, as
 # in the paper) for IRConv2d; ReLUs become Hardtanh so binary convs see signed
-# inputs. EDEHook schedules the EDE gradient (t from 1e-3 to 10).
+# inputs (replace_activations, on by default: ReLU, ReLU6, Hardswish, ...).
+# EDEHook schedules the EDE gradient (t from 1e-3 to 10).
 # timm's ResNet-18 keeps its ImageNet stem (7x7/2 conv + max-pool), so on
 # 32x32 images the last stage is 1x1: an example of the mechanism, not a
 # CIFAR-tuned network (see configs/irnet/ for those).
@@ -22,8 +23,7 @@ model = dict(
             type='TIMMBackbone', model_name='resnet18', pretrained=False),
         conv_cfg=dict(type='IRConv2d'),
         keep_first=True,
-        exclude=['*downsample*'],
-        replace_relu_with_hardtanh=True),
+        exclude=['*downsample*']),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',

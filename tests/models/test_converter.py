@@ -11,6 +11,8 @@ from skd_bnn_mm.models.backbones import BinarizedBackbone
 from skd_bnn_mm.models.layers import IRConv2d
 from skd_bnn_mm.models.utils import (binarize, binary_conv_names,
                                      relu_to_hardtanh, unbinarize)
+from skd_bnn_mm.models.utils.binary_input_check import \
+    NonNegativeBinaryInputError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -164,7 +166,8 @@ def test_conv_cfg_options_and_relu_swap():
     model = _timm_resnet18()
     binarize(model, conv_cfg=dict(type='IRConv2d', sign='approx'))
     assert model.layer1[0].conv1.sign_method == 'approx'
-    names = relu_to_hardtanh(model)
+    with pytest.deprecated_call(match='replace_activations'):
+        names = relu_to_hardtanh(model)
     assert 'act1' in names and 'layer4.1.act2' in names
     assert not any(type(m) is nn.ReLU for m in model.modules())
     assert type(model.act1) is nn.Hardtanh
@@ -175,9 +178,12 @@ def test_binarized_backbone_timm():
         dict(type='BinarizedBackbone',
              backbone=dict(type='TIMMBackbone', model_name='resnet18',
                            pretrained=False),
-             exclude=['*downsample*'],
-             replace_relu_with_hardtanh=True))
+             exclude=['*downsample*']))
     assert isinstance(backbone, BinarizedBackbone)
+    # ReLUs replaced by default; the report says where
+    assert len(backbone.activation_report.replaced) == 17
+    assert backbone.binarize_report.activations is backbone.activation_report
+    assert not any(type(m) is nn.ReLU for m in backbone.modules())
     names = binary_conv_names(backbone)
     assert len(names) == 16 and all('downsample' not in n for n in names)
     assert backbone.binarize_report.first_conv == 'timm_model.conv1'
@@ -187,6 +193,7 @@ def test_binarized_backbone_timm():
 
 @pytest.mark.parametrize('name,num_binary', [
     ('irnet_mmpretrain-resnet18-convcfg_1xb128_cifar10.py', 20),
+    ('irnet_mmpretrain-resnet18-binarized_1xb128_cifar10.py', 16),
     ('irnet_timm-resnet18_1xb128_cifar10.py', 16),
 ])
 def test_example_configs_build(name, num_binary):
@@ -211,3 +218,38 @@ def test_module_held_under_two_names_is_replaced_everywhere():
     model.add_module('b', shared)
     binarize(model)
     assert isinstance(model.a, IRConv2d) and model.a is model.b
+
+
+def test_binarized_backbone_old_option_name_and_opt_out():
+    relu_cfg = dict(type='TIMMBackbone', model_name='resnet18',
+                    pretrained=False)
+    with pytest.deprecated_call(match='replace_relu_with_hardtanh'):
+        old = MODELS.build(dict(type='BinarizedBackbone', backbone=relu_cfg,
+                                replace_relu_with_hardtanh=True))
+    assert len(old.activation_report.replaced) == 17
+    # opting out warns at build and stops at the first forward
+    with pytest.warns(UserWarning, match='17 activation modules \\(ReLU\\)'):
+        kept = MODELS.build(dict(type='BinarizedBackbone', backbone=relu_cfg,
+                                 replace_activations=False))
+    assert kept.activation_report is None
+    with pytest.raises(NonNegativeBinaryInputError,
+                       match='timm_model.layer1.0.conv1 \\(after '
+                       'backbone.timm_model.maxpool, MaxPool2d; last '
+                       'activation before it: backbone.timm_model.act1 '
+                       '\\(ReLU\\)\\)'):
+        kept(torch.randn(2, 3, 32, 32))
+    # input_check=None: no check at all
+    MODELS.build(dict(type='BinarizedBackbone', backbone=relu_cfg,
+                      replace_activations=False, input_check=None))(
+                          torch.randn(2, 3, 32, 32))
+
+
+def test_binarize_warns_about_relu_unless_replaced():
+    with pytest.warns(UserWarning, match='replace_activations=True'):
+        binarize(_timm_resnet18())
+    model = _timm_resnet18()
+    report = binarize(model, replace_activations=True,
+                      act_cfg=dict(type='Clamp', min=-0.5, max=0.5))
+    assert len(report.activations.replaced) == 17
+    assert set(report.activations.replaced.values()) == {'ReLU -> Clamp'}
+    assert model.act1.min == -0.5 and model.act1.inplace

@@ -15,3 +15,5 @@ from .safe_checkpoint_hook import SafeCheckpointHook  # noqa: E402
 __all__ += ['SafeCheckpointHook']
 from .setup_check_hook import SetupCheckHook  # noqa: E402
 __all__ += ['SetupCheckHook']
+from .binary_input_check_hook import BinaryInputCheckHook  # noqa: E402
+__all__ += ['BinaryInputCheckHook']

@@ -29,6 +29,10 @@ Rules:
   ``named_modules()``, e.g. ``'layer1.*'``, ``'*.conv2'``. Each pattern must
   match at least one conv, otherwise a ValueError lists the conv names (a
   typo should not silently binarise everything).
+- ``replace_activations=True`` also swaps the activations that lose the sign
+  of negative inputs (``ReLU``, ``ReLU6``, ``Hardswish``, ...) for
+  ``Hardtanh`` (see :mod:`.signed_activations`); without it a warning lists
+  them, because a binary conv after a ``ReLU`` only ever sees +1.
 """
 import copy
 import warnings
@@ -42,6 +46,8 @@ from mmcv.cnn import build_conv_layer
 from mmengine.registry import MODELS as ROOT_MODELS
 
 from ..layers import IRConv2d
+from .signed_activations import (ActivationReport, replace_activations,
+                                 sign_losing_activations)
 
 
 @dataclass
@@ -53,11 +59,14 @@ class BinarizeReport:
         converted: names of the convs that were swapped.
         first_conv: name of the conv kept full precision by ``keep_first``.
         skipped: name -> reason for convs left untouched on purpose.
+        activations: what ``replace_activations`` replaced and left
+            (``None`` when it was not asked for).
     """
     model: nn.Module
     converted: List[str] = field(default_factory=list)
     first_conv: Optional[str] = None
     skipped: Dict[str, str] = field(default_factory=dict)
+    activations: Optional[ActivationReport] = None
 
 
 def binary_conv_names(model: nn.Module) -> List[str]:
@@ -155,7 +164,10 @@ def binarize(model: nn.Module,
              include: Optional[Sequence[str]] = None,
              exclude: Optional[Sequence[str]] = None,
              inplace: bool = True,
-             example_input: Any = None) -> BinarizeReport:
+             example_input: Any = None,
+             replace_activations: bool = False,
+             act_cfg: Optional[dict] = None,
+             act_exclude: Optional[Sequence[str]] = None) -> BinarizeReport:
     """Replace the model's ``nn.Conv2d`` layers by binary convs.
 
     Args:
@@ -171,6 +183,11 @@ def binarize(model: nn.Module,
         example_input: optional input (tensor, tuple of args or dict of
             kwargs) for a dry forward pass that finds the first conv in
             execution order.
+        replace_activations: also replace the activations that lose the
+            sign of negative inputs by ``act_cfg`` (default
+            ``dict(type='Hardtanh')``); reported in ``report.activations``.
+        act_cfg: the replacement activation's config.
+        act_exclude: fnmatch patterns of activations to keep.
 
     Returns:
         BinarizeReport: the model and the names converted / kept.
@@ -231,7 +248,29 @@ def binarize(model: nn.Module,
     if not report.converted:
         warnings.warn('binarize(): no conv was converted')
     report.model = _replace_modules(model, mapping)
+    if replace_activations:
+        report.activations = _replace_acts(report.model, act_cfg,
+                                           exclude=act_exclude)
+    elif report.converted:
+        _warn_sign_losing(report.model, 'binarize()',
+                          'replace_activations=True')
     return report
+
+
+# the function of the same name is shadowed by binarize()'s argument
+_replace_acts = replace_activations
+
+
+def _warn_sign_losing(model: nn.Module, who: str, option: str) -> None:
+    names = sign_losing_activations(model)
+    if names:
+        kinds = sorted({type(model.get_submodule(n)).__name__ for n in names})
+        warnings.warn(
+            f'{who}: {len(names)} activation modules ({", ".join(kinds)}) '
+            'are 0 on negative inputs; a binary conv after them gets only '
+            f'+1 inputs. Pass {option} to replace them by Hardtanh, or '
+            f'ignore this if no binary conv follows them: '
+            f'{", ".join(names)}')
 
 
 def unbinarize(model: nn.Module, inplace: bool = True) -> BinarizeReport:
@@ -260,14 +299,11 @@ def unbinarize(model: nn.Module, inplace: bool = True) -> BinarizeReport:
 
 
 def relu_to_hardtanh(model: nn.Module) -> List[str]:
-    """Replace ``nn.ReLU`` modules by ``nn.Hardtanh`` (same ``inplace``), the
-    activation binary networks use so negative values reach the next sign.
-    Functional ``F.relu`` calls inside ``forward`` are not affected."""
-    mapping = {}
-    names = []
-    for name, m in model.named_modules():
-        if type(m) is nn.ReLU:
-            mapping[id(m)] = nn.Hardtanh(inplace=m.inplace)
-            names.append(name)
-    _replace_modules(model, mapping)
-    return names
+    """Deprecated: use :func:`replace_activations`, which this calls (it
+    replaces ``ReLU6``, ``Hardswish``, ... too). Returns the names
+    replaced."""
+    warnings.warn('relu_to_hardtanh() is deprecated; use '
+                  'skd_bnn_mm.models.utils.replace_activations(model), which '
+                  'returns a report of what it replaced and left',
+                  DeprecationWarning, stacklevel=2)
+    return list(_replace_acts(model).replaced)
