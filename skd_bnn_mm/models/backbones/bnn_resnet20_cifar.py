@@ -4,8 +4,9 @@ from typing import Optional, Sequence
 import torch.nn as nn
 from mmpretrain.registry import MODELS
 
-from .bnn_blocks import KAIMING_INIT, BiRealBasicBlock, OptionAShortcut
+from .bnn_blocks import BiRealBasicBlock, OptionAShortcut
 from .bnn_resnet_base import BNNResNetBase
+from .weight_init import PresetInit  # noqa: F401  (registers 'Preset')
 
 
 @MODELS.register_module()
@@ -31,7 +32,9 @@ class BNNResNet20CIFAR(BNNResNetBase):
         conv_cfg: config of the binary convs (``None``: full precision).
         norm_cfg: config of the norm layers.
         out_indices: stages (0..2) whose outputs ``forward`` returns.
-        init_cfg: weight init, Kaiming-normal by default.
+        init_cfg: weight init; by default the authors' ResNet-20 init
+            (Kaiming-normal fan-in convs, see
+            :mod:`~skd_bnn_mm.models.backbones.weight_init`).
     """
 
     block = BiRealBasicBlock
@@ -42,7 +45,7 @@ class BNNResNet20CIFAR(BNNResNetBase):
                  conv_cfg: Optional[dict] = dict(type='IRConv2d'),
                  norm_cfg: dict = dict(type='BN'),
                  out_indices: Sequence[int] = (2, ),
-                 init_cfg=KAIMING_INIT):
+                 init_cfg=dict(type='Preset', preset='authors-resnet20')):
         c = stem_channels
         super().__init__(
             stage_channels=(c, 2 * c, 4 * c),

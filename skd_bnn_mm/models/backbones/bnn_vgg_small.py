@@ -7,8 +7,9 @@ from mmcv.cnn import build_conv_layer
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-from .bnn_blocks import KAIMING_INIT, ConvPoolBNUnit, norm
+from .bnn_blocks import ConvPoolBNUnit, norm
 from .bnn_resnet_base import check_out_indices
+from .weight_init import PresetInit  # noqa: F401  (registers 'Preset')
 
 
 @MODELS.register_module()
@@ -33,7 +34,11 @@ class BNNVGGSmall(BaseBackbone):
         conv_cfg: config of the binary convs (``None``: full precision).
         norm_cfg: config of the norm layers.
         out_indices: units (0..4) whose outputs ``forward`` returns.
-        init_cfg: weight init, Kaiming-normal by default.
+        init_cfg: weight init; by default the authors' VGG-Small init
+            (convs ``N(0, sqrt(2 / (k*k*out_channels)))``, see
+            :mod:`~skd_bnn_mm.models.backbones.weight_init`);
+            ``dict(type='Preset', preset='kaiming-fan-in')`` gives the
+            Kaiming fan-in init used before.
     """
 
     #: (out_channels, max-pool after the conv) of the five binary units.
@@ -45,7 +50,7 @@ class BNNVGGSmall(BaseBackbone):
                  conv_cfg: Optional[dict] = dict(type='IRConv2d'),
                  norm_cfg: dict = dict(type='BN'),
                  out_indices: Sequence[int] = (4, ),
-                 init_cfg=KAIMING_INIT):
+                 init_cfg=dict(type='Preset', preset='authors-vgg-small')):
         super().__init__(init_cfg)
         self.out_indices = check_out_indices(out_indices, len(self.arch),
                                              'units')
