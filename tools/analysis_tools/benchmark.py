@@ -1,4 +1,4 @@
-"""Steady-state training throughput of configs, through the real train step.
+"""Steady-state training throughput of configs, timed on a real Runner.
 
     python tools/analysis_tools/benchmark.py CONFIG [CONFIG ...]
         [--device cpu|cuda] [--batch-size N] [--iters N] [--warmup N]
@@ -6,50 +6,55 @@
         [--compile] [--num-workers N] [--data-root DIR] [--json OUT]
         [--threads N] [--seed N] [--cfg-options key=value ...]
 
-Each config's model is built as the Runner builds it (the config's
-``data_preprocessor`` merged into the model, ``init_weights()``), with the
-config's ``optim_wrapper``, and timed through ``model.train_step(data,
-optim_wrapper)``: preprocessing, forward, every loss, backward and the
-optimizer step. After each step the loss values are copied to the host, as
-mmengine's ``RuntimeInfoHook`` does in training. ``--warmup`` steps are run
-first and not timed.
+Each config is trained by the Runner it names (``runner_type``), with
+``train_cfg = IterBasedTrainLoop(max_iters=warmup + iters)``, no parameter
+scheduler (a constant learning rate), validation, testing and checkpoints
+off, and its own hooks, model, optim wrapper and ``compile`` setting. The
+figures are ``IterTimerHook``'s ``train/time`` and ``train/data_time`` of the
+last ``--iters`` iterations: everything one training iteration costs
+(loading, preprocessing, forward, every loss, backward, the optimizer step,
+the hooks, the host copy of the logged losses).
 
-Data: the config's ``train_dataloader`` (its pipeline and workers; the time
-spent waiting for batches is reported apart), or with ``--synthetic`` random
-uint8 images of the training image size fed through the same data
-preprocessor, which separates loader cost from model cost.
+Data: the config's ``train_dataloader``, or with ``--synthetic`` the
+registered ``SyntheticClsDataset`` (random uint8 images of the training size
+in memory) through the config's training pipeline without its loading
+transforms, and the config's ``collate_fn``; the difference between the two
+is the cost of reading files.
 
 Memory: peak allocated GPU memory on CUDA; on CPU the peak resident memory
-of this process during the timed steps (Linux: the high-water mark is reset
-per timed window through /proc/self/clear_refs; elsewhere it is the process
-peak so far), without dataloader worker processes.
+of this process during the timed iterations (Linux: the high-water mark is
+reset through /proc/self/clear_refs; elsewhere it is the process peak so
+far), without dataloader worker processes.
 
-All configs are measured in one process and printed in one table: one after
-the other, or with ``--rounds R`` in R interleaved timed windows (median
-window shown), so that changes of machine load hit every config alike. An
-SKD-BNN config and a non-SKD config with the same backbone get their
-step-time ratio. Speed switches (``--amp``, ``--channels-last``,
-``--compile``) are explained in docs/speed.md; a ``FastPathHook`` in the
-config's ``custom_hooks`` and ``compile=True`` in the config apply as well.
+All configs are measured in one process and printed in one table; with
+``--rounds R`` every config is run R times, round after round (each run
+builds its Runner again and has its own warm-up), and the median run is
+shown, so that changes of machine load hit every config alike. An SKD-BNN
+config and a non-SKD config with the same backbone get their step-time
+ratio. Speed switches (``--amp``, ``--channels-last``, ``--compile``) are
+explained in docs/speed.md.
 
 The bundled CIFAR-10 copy needs ``--cfg-options
 train_dataloader.dataset.verify_md5=False`` (or CIFAR10_VERIFY_MD5=False).
 """
 import argparse
-import itertools
+import copy
 import json
 import logging
-import math
 import os
 import os.path as osp
 import platform
 import re
 import statistics
 import sys
+import tempfile
 import time
+import uuid
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
+from mmengine.hooks import Hook  # noqa: E402
+
 from tools.analysis_tools._common import (guess_input_shape,  # noqa: E402
                                           load_config)
 
@@ -70,12 +75,12 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=5,
                         help='untimed steps before timing (default 5)')
     parser.add_argument('--rounds', type=int, default=1,
-                        help='timed windows of --iters steps per config, '
-                        'interleaved across configs; the median window is '
-                        'reported (default 1)')
+                        help='runs of every config, round after round; '
+                        'the median run is reported (default 1)')
     parser.add_argument('--synthetic', action='store_true',
-                        help='random uint8 images through the data '
-                        'preprocessor instead of the train dataloader')
+                        help='SyntheticClsDataset (random uint8 images in '
+                        "memory) through the config's pipeline instead of "
+                        'its train dataset')
     parser.add_argument('--amp', choices=AMP_CHOICES,
                         help="autocast dtype; default: as the config's "
                         'optim_wrapper (none = float32)')
@@ -144,29 +149,12 @@ def optim_wrapper_cfg(cfg, amp, device):
     return base if amp is None else amp_optim_wrapper_cfg(base, amp, device)
 
 
-# ---------------------------------------------------------------- building
-def build_model(cfg, device, channels_last):
-    """The model as mmengine's Runner builds it, on ``device``."""
-    import copy
-
-    import torch
-    from mmpretrain.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    if cfg.get('data_preprocessor', None) is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    model = MODELS.build(model_cfg)
-    model.init_weights()
-    model.to(torch.device(device))
-    if channels_last:
-        from skd_bnn_mm.engine.fast import to_channels_last
-        to_channels_last(model)
-    return model.train()
-
-
+# ---------------------------------------------------------------- config
 def model_kind(model):
     """``'skd-bnn'``, ``'binary'`` (IRConv2d, no SKD) or ``'fp'``."""
     from skd_bnn_mm.models.classifiers import SKDImageClassifier
     from skd_bnn_mm.models.layers import IRConv2d
+    model = getattr(model, 'module', model)  # a DDP wrapper's model
     if isinstance(model, SKDImageClassifier):
         return 'skd-bnn'
     if any(isinstance(m, IRConv2d) for m in model.modules()):
@@ -182,8 +170,8 @@ def backbone_key(cfg):
     return json.dumps(backbone, sort_keys=True, default=str)
 
 
-def num_classes_of(cfg, model):
-    for value in (getattr(getattr(model, 'head', None), 'num_classes', None),
+def num_classes_of(cfg):
+    for value in ((cfg.model.get('head', None) or {}).get('num_classes'),
                   (cfg.get('data_preprocessor', None) or {}).get(
                       'num_classes', None)):
         if isinstance(value, int) and value > 0:
@@ -191,82 +179,10 @@ def num_classes_of(cfg, model):
     return 10
 
 
-def synthetic_batches(cfg, shape, batch_size, num_classes, seed, count=2):
-    """``count`` batches of random uint8 images in the form the train loader
-    gives: each image goes through the config's training pipeline where it
-    can (a pipeline that starts by reading files cannot: then the images are
-    packed as they are) and the batch is put together by the config's
-    ``collate_fn``, so the data preprocessor does the same work as in
-    training (e.g. the batched crop and flip of ``DeferredCropFlip``)."""
-    import numpy as np
-    import torch
-    from mmpretrain.structures import DataSample
-    gen = torch.Generator().manual_seed(seed)
-    collate = build_collate_fn(cfg)
-    pipeline = build_train_pipeline(cfg)
-    np_state = np.random.get_state()
-    np.random.seed(seed)
-    batches = []
-    try:
-        for _ in range(count):
-            images = torch.randint(0, 256, (batch_size, *shape),
-                                   generator=gen, dtype=torch.uint8)
-            labels = torch.randint(0, num_classes, (batch_size, ),
-                                   generator=gen)
-            samples = None
-            if pipeline is not None:
-                try:
-                    samples = [
-                        pipeline(dict(img=img.permute(1, 2, 0).numpy(),
-                                      gt_label=int(y), sample_idx=i,
-                                      img_shape=tuple(shape[1:]),
-                                      ori_shape=tuple(shape[1:])))
-                        for i, (img, y) in enumerate(zip(images, labels))
-                    ]
-                except Exception as exc:  # e.g. LoadImageFromFile
-                    print(f'synthetic data: the training pipeline cannot '
-                          f'run on in-memory images ({type(exc).__name__}: '
-                          f'{exc}); the images are packed without it.')
-                    pipeline, samples = None, None
-            if samples is None:
-                samples = [
-                    dict(inputs=img,
-                         data_samples=DataSample().set_gt_label(int(y)))
-                    for img, y in zip(images, labels)
-                ]
-            batches.append(collate(samples))
-    finally:
-        np.random.set_state(np_state)
-    return batches
-
-
-def build_collate_fn(cfg):
-    """The train loader's ``collate_fn``, built as mmengine's Runner does."""
-    from functools import partial
-
-    import mmengine.dataset  # noqa: F401  (registers the collate functions)
-    from mmengine.registry import FUNCTIONS
-    collate_cfg = dict(cfg.get('train_dataloader', None) or {}).get(
-        'collate_fn', None) or dict(type='pseudo_collate')
-    if callable(collate_cfg):
-        return collate_cfg
-    collate_cfg = dict(collate_cfg)
-    name = fn = collate_cfg.pop('type')
-    if isinstance(fn, str):
-        fn = FUNCTIONS.get(fn)
-        if fn is None:
-            raise SystemExit(f'Unknown collate_fn type {name!r} in '
-                             f'train_dataloader (e.g. default_collate, '
-                             f'pseudo_collate).')
-    return partial(fn, **collate_cfg)
-
-
-def build_train_pipeline(cfg):
-    """The training dataset's pipeline (mmpretrain transforms), looking
-    through dataset wrappers (``dataset=...``/``datasets=[...]``), or None
-    when the config has none."""
-    from mmcv.transforms import Compose
-    from mmpretrain.registry import TRANSFORMS
+def train_pipeline(cfg):
+    """The training dataset's transforms (looking through dataset wrappers:
+    ``dataset=...`` / ``datasets=[...]``) without the loading ones, which
+    have no file to read on synthetic data."""
     dataset = (cfg.get('train_dataloader', None) or {}).get('dataset', None)
     while isinstance(dataset, dict) and not dataset.get('pipeline'):
         inner = dataset.get('dataset', None)
@@ -274,36 +190,73 @@ def build_train_pipeline(cfg):
             inner = dataset['datasets'][0]
         dataset = inner
     steps = dataset.get('pipeline') if isinstance(dataset, dict) else None
-    if not steps:
-        return None
-    return Compose([TRANSFORMS.build(dict(t)) if isinstance(t, dict)
-                    else t for t in steps])
+    return [copy.deepcopy(t) for t in steps or []
+            if not (isinstance(t, dict)
+                    and str(t.get('type', '')).startswith('Load'))]
 
 
-def loader_batches(cfg, batch_size, num_workers, data_root, seed):
-    """Endless iterator over the config's train dataloader."""
-    import copy
-
-    from mmengine.runner import Runner
+def runner_cfg(cfg, args, device, work_dir, name):
+    """``cfg`` made into a benchmark run: ``warmup + iters`` iterations,
+    nothing else (see the module docstring)."""
+    batch_size = args.batch_size or (
+        cfg.get('train_dataloader', None) or {}).get('batch_size', None)
+    if not batch_size:
+        raise SystemExit(f'{name} sets no train_dataloader.batch_size; '
+                         'give --batch-size.')
     if cfg.get('train_dataloader', None) is None:
-        raise SystemExit('The config has no train_dataloader; use '
-                         '--synthetic.')
-    loader_cfg = copy.deepcopy(cfg.train_dataloader)
-    loader_cfg['batch_size'] = batch_size
-    if num_workers is not None:
-        loader_cfg['num_workers'] = num_workers
-    if loader_cfg.get('num_workers', 0) == 0:
-        loader_cfg['persistent_workers'] = False
-    if data_root is not None:
-        loader_cfg['dataset']['data_root'] = data_root
-    loader = Runner.build_dataloader(loader_cfg, seed=seed)
-    while True:
-        yielded = False
-        for batch in loader:
-            yielded = True
-            yield batch
-        if not yielded:
-            raise SystemExit('The train dataloader is empty.')
+        raise SystemExit(f'{name} has no train_dataloader.')
+    opts = config_options(cfg, args)
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir = work_dir
+    cfg.experiment_name = f'benchmark_{name}_{uuid.uuid4().hex[:8]}'
+    cfg.log_level = 'WARNING'
+    cfg.load_from, cfg.resume = None, False
+    cfg.randomness = dict(seed=args.seed)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop',
+                         max_iters=args.warmup + args.iters,
+                         val_interval=10**9)
+    cfg.param_scheduler = None
+    for key in ('val', 'test'):
+        for part in ('dataloader', 'cfg', 'evaluator'):
+            cfg[f'{key}_{part}'] = None
+    cfg.default_hooks = dict(cfg.get('default_hooks', None) or {},
+                             checkpoint=None,
+                             logger=dict(type='LoggerHook', interval=10**9))
+    cfg.log_processor = dict(by_epoch=False)
+    cfg.custom_hooks = list(cfg.get('custom_hooks', None) or [])
+    if args.channels_last and not any(
+            h.get('type') == 'FastPathHook' for h in cfg.custom_hooks):
+        cfg.custom_hooks.append(dict(type='FastPathHook',
+                                     channels_last=True))
+    cfg.compile = opts['compile_cfg']
+    cfg.optim_wrapper = optim_wrapper_cfg(cfg, args.amp, device)
+
+    loader = cfg.train_dataloader
+    loader.batch_size = batch_size
+    # an epoch end of a finite sampler costs IterBasedTrainLoop a 2 s pause
+    loader.sampler = dict(type='InfiniteSampler', shuffle=bool(
+        (loader.get('sampler', None) or {}).get('shuffle', True)))
+    if args.synthetic:
+        loader.dataset = dict(
+            type='SyntheticClsDataset', num_samples=2 * batch_size,
+            img_shape=guess_input_shape(cfg),
+            num_classes=num_classes_of(cfg), seed=args.seed,
+            pipeline=train_pipeline(cfg))
+        loader.num_workers = 0
+    elif args.data_root is not None:
+        loader.dataset.data_root = args.data_root
+    if args.num_workers is not None:
+        loader.num_workers = args.num_workers
+    if loader.get('num_workers', 0) == 0:
+        loader.persistent_workers = False
+    info = dict(
+        backbone=backbone_key(cfg), device=device, batch_size=batch_size,
+        iters=args.iters, warmup=args.warmup, amp=opts['amp'],
+        channels_last=opts['channels_last'],
+        compile=opts['compile_cfg'] is not None,
+        data='synthetic' if args.synthetic else 'loader',
+        num_workers=loader.get('num_workers', 0))
+    return cfg, info
 
 
 # ---------------------------------------------------------------- memory
@@ -334,147 +287,85 @@ def _rss_peak_mib():
     return peak / 2**20 if sys.platform == 'darwin' else peak / 1024
 
 
-# ---------------------------------------------------------------- timing
-class ConfigBench:
-    """One config's model, optimizer wrapper and batches, ready to time."""
+class MemoryWindowHook(Hook):
+    """The peak memory of the timed iterations (those after the warm-up)."""
 
-    def __init__(self, path, args, device):
+    def __init__(self, warmup, cuda):
+        self.warmup, self.cuda = warmup, cuda
+        self.peak_mib, self.kind = None, None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter != self.warmup:
+            return
         import torch
-        from mmengine.optim import build_optim_wrapper
-        from mmengine.registry import init_default_scope
-
-        cfg = load_config(path, args.cfg_options)
-        init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-        self.path, self.args, self.device = path, args, device
-        self.opts = config_options(cfg, args)
-        self.batch_size = args.batch_size or (
-            cfg.get('train_dataloader', None) or {}).get('batch_size', None)
-        if not self.batch_size:
-            raise SystemExit(f'{path} sets no train_dataloader.batch_size; '
-                             'give --batch-size.')
-        torch.manual_seed(args.seed)
-        self.model = build_model(cfg, device, self.opts['channels_last'])
-        self.optim_wrapper = build_optim_wrapper(
-            self.model, optim_wrapper_cfg(cfg, args.amp, device))
-        if self.opts['compile_cfg'] is not None:
-            # as in training (SafeRunner): the optimizer step uncompiled
-            from skd_bnn_mm.engine.fast import (
-                compile_train_step, keep_optimizer_step_uncompiled)
-            compile_train_step(self.model, self.opts['compile_cfg'])
-            keep_optimizer_step_uncompiled(self.optim_wrapper)
-        if args.synthetic:
-            pool = synthetic_batches(cfg, guess_input_shape(cfg),
-                                     self.batch_size,
-                                     num_classes_of(cfg, self.model),
-                                     args.seed)
-            self.batches = itertools.cycle(pool)
-            self.workers = 0
-        else:
-            self.batches = loader_batches(cfg, self.batch_size,
-                                          args.num_workers, args.data_root,
-                                          args.seed)
-            self.workers = args.num_workers if args.num_workers is not None \
-                else cfg.train_dataloader.get('num_workers', 0)
-        self.info = dict(
-            config=path,
-            name=osp.splitext(osp.basename(path))[0],
-            kind=model_kind(self.model),
-            backbone=backbone_key(cfg),
-            device=device,
-            batch_size=self.batch_size,
-            iters=args.iters,
-            warmup=args.warmup,
-            amp=self.opts['amp'],
-            channels_last=self.opts['channels_last'],
-            compile=self.opts['compile_cfg'] is not None,
-            data='synthetic' if args.synthetic else 'loader',
-            num_workers=self.workers)
-        self.windows = []
-        self.losses = {}
-        for _ in range(args.warmup):
-            self._step()
-
-    def _step(self):
-        t0 = time.perf_counter()
-        data = next(self.batches)
-        t1 = time.perf_counter()
-        log_vars = self.model.train_step(data, self.optim_wrapper)
-        # the host copy RuntimeInfoHook makes of every logged value
-        self.losses = {k: v.item() if hasattr(v, 'item') else float(v)
-                       for k, v in log_vars.items()}
-        return t1 - t0, time.perf_counter() - t0
-
-    def measure(self):
-        """Time ``--iters`` steps; one window of results."""
-        import torch
-        cuda = self.device == 'cuda'
-        if cuda:
+        if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            rss_scope = None
+            self.kind = 'gpu_allocated'
         else:
-            rss_scope = 'window' if _reset_rss_peak() else 'process'
-        data_s, step_s = [], []
-        start = time.perf_counter()
-        for _ in range(self.args.iters):
-            wait, total = self._step()
-            data_s.append(wait)
-            step_s.append(total)
-        if cuda:
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-        if cuda:
-            peak, mem_kind = (torch.cuda.max_memory_allocated() / 2**20,
-                              'gpu_allocated')
-        else:
-            peak, mem_kind = _rss_peak_mib(), f'host_rss_{rss_scope}'
-        window = dict(ms_per_step=1e3 * elapsed / self.args.iters,
-                      ms_per_step_median=1e3 * statistics.median(step_s),
-                      data_ms_per_step=1e3 * sum(data_s) / self.args.iters,
-                      peak_mem_mib=peak, mem_kind=mem_kind,
-                      step_ms=[1e3 * t for t in step_s])
-        self.windows.append(window)
-        return window
+            self.kind = 'host_rss_' + ('window' if _reset_rss_peak()
+                                       else 'process')
 
-    def result(self):
-        """Summary over the timed windows: the median window by step time."""
-        windows = sorted(self.windows, key=lambda w: w['ms_per_step'])
-        mid = windows[(len(windows) - 1) // 2]
-        bad = [k for k, v in self.losses.items() if not math.isfinite(v)]
-        if bad:
-            print(f'warning: {self.path}: non-finite {", ".join(bad)} in '
-                  'the last step', file=sys.stderr)
-        return dict(
-            self.info,
-            rounds=len(self.windows),
-            images_per_s=1e3 * self.batch_size / mid['ms_per_step'],
-            ms_per_step=mid['ms_per_step'],
-            ms_per_step_median=mid['ms_per_step_median'],
-            data_ms_per_step=mid['data_ms_per_step'],
-            peak_mem_mib=max(w['peak_mem_mib'] for w in self.windows),
-            mem_kind=mid['mem_kind'],
-            round_ms_per_step=[w['ms_per_step'] for w in self.windows],
-            last_losses=dict(self.losses),
-            step_ms=mid['step_ms'])
+    def after_train(self, runner):
+        import torch
+        self.peak_mib = (torch.cuda.max_memory_allocated() / 2**20
+                         if self.cuda else _rss_peak_mib())
+
+
+# ---------------------------------------------------------------- timing
+def run_once(path, args, device):
+    """One Runner run of config ``path``; its timed window."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    cfg = load_config(path, args.cfg_options)
+    name = osp.splitext(osp.basename(path))[0]
+    with tempfile.TemporaryDirectory(prefix='benchmark_') as work_dir:
+        cfg, info = runner_cfg(cfg, args, device, work_dir, name)
+        runner = (RUNNERS.build(cfg) if 'runner_type' in cfg
+                  else Runner.from_cfg(cfg))
+        memory = MemoryWindowHook(args.warmup, device == 'cuda')
+        runner.register_hook(memory, 'VERY_LOW')
+        runner.train()
+        hub = runner.message_hub
+        times = hub.get_scalar('train/time').data[0][-args.iters:]
+        data = hub.get_scalar('train/data_time').data[0][-args.iters:]
+        losses = {k[len('train/'):]: float(v.current())
+                  for k, v in hub.log_scalars.items()
+                  if k.startswith('train/loss')}
+        kind = model_kind(runner.model)
+        del runner
+    step_ms = [1e3 * float(t) for t in times]
+    return dict(info, config=path, name=name, kind=kind,
+                ms_per_step=statistics.fmean(step_ms),
+                ms_per_step_median=statistics.median(step_ms),
+                data_ms_per_step=1e3 * statistics.fmean(
+                    float(t) for t in data),
+                peak_mem_mib=memory.peak_mib, mem_kind=memory.kind,
+                step_ms=step_ms, last_losses=losses)
 
 
 def run_configs(paths, args, device):
-    """Time every config; with ``--rounds R > 1`` all models are built first
-    and their timed windows interleave, so that a change of machine load
-    hits every config alike."""
-    if args.rounds == 1:
-        results = []
-        for path in paths:
-            bench = ConfigBench(path, args, device)
-            bench.measure()
-            results.append(bench.result())
-            del bench
-        return results
-    benches = [ConfigBench(path, args, device) for path in paths]
+    """Every config ``--rounds`` times, round after round; per config the
+    median run (by step time) with every run's step time."""
+    runs = {path: [] for path in paths}
     for _ in range(args.rounds):
-        for bench in benches:
-            bench.measure()
-    return [bench.result() for bench in benches]
+        for path in paths:
+            runs[path].append(run_once(path, args, device))
+    results = []
+    for path in paths:
+        windows = sorted(runs[path], key=lambda w: w['ms_per_step'])
+        mid = windows[(len(windows) - 1) // 2]
+        bad = [k for k, v in mid['last_losses'].items() if v != v
+               or v in (float('inf'), float('-inf'))]
+        if bad:
+            print(f'warning: {path}: non-finite {", ".join(bad)} in the '
+                  'last step', file=sys.stderr)
+        results.append(dict(
+            mid, rounds=len(windows),
+            images_per_s=1e3 * mid['batch_size'] / mid['ms_per_step'],
+            peak_mem_mib=max(w['peak_mem_mib'] for w in windows),
+            round_ms_per_step=[w['ms_per_step'] for w in runs[path]]))
+    return results
 
 
 def pair_ratios(results):
@@ -494,8 +385,8 @@ def pair_ratios(results):
             if base['kind'] == 'skd-bnn' or any(base[k] != skd[k]
                                                 for k in same):
                 continue
-            # rounds interleave, so round i of both ran under the same load:
-            # the median of the per-round ratios is the robust figure
+            # round i of both ran close in time, under similar load: the
+            # median of the per-round ratios is the robust figure
             per_round = [a / b for a, b in zip(skd['round_ms_per_step'],
                                                base['round_ms_per_step'])]
             ratio = statistics.median(per_round)
@@ -547,8 +438,13 @@ def device_description(device):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.device == 'cpu':
+        # the Runner puts the model on CUDA whenever it sees a device
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''
     import torch
     from mmengine.logging import MMLogger
+
+    import skd_bnn_mm  # noqa: F401  (registers the plugin's modules)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -567,22 +463,20 @@ def main(argv=None):
     load_after = os.getloadavg() if hasattr(os, 'getloadavg') else None
     ratios = pair_ratios(results)
 
-    rounds = (f' x {args.rounds} interleaved rounds (median round shown)'
+    rounds = (f' x {args.rounds} rounds (median run shown)'
               if args.rounds > 1 else '')
     print(f'\nTraining throughput on {device} ({device_description(device)})'
-          f', torch {torch.__version__}; {args.warmup} warm-up + '
-          f'{args.iters} timed steps per config{rounds}'
+          f', torch {torch.__version__}; Runner, {args.warmup} warm-up + '
+          f'{args.iters} timed iterations per config{rounds}'
           + (f'; load average {load_before[0]:.2f} -> {load_after[0]:.2f}'
              if load_before else ''))
     print(format_table(results))
     note = {'gpu_allocated': 'peak MiB: peak allocated GPU memory',
             'host_rss_window': 'peak MiB: peak RSS of this process during '
-                               'the timed steps',
+                               'the timed iterations',
             'host_rss_process': 'peak MiB: peak RSS of this process so far '
                                 '(could not be reset per config)'}
-    print(note[results[0]['mem_kind']]
-          + (', with every model of the run resident' if args.rounds > 1
-             else '') + '.')
+    print(note[results[0]['mem_kind']] + '.')
     for r in ratios:
         spread = ''
         if len(r['round_step_time_ratios']) > 1:
