@@ -107,7 +107,7 @@ def test_silent_with_hardtanh_and_costs_nothing_afterwards():
 
 
 def test_mmpretrain_backbones_with_act_cfg_hardtanh():
-    x = torch.randn(2, 3, 16, 16)
+    x = torch.randn(2, 3, 32, 32)  # VGG pools five times
     for cfg in (dict(type='MobileNetV2', widen_factor=0.5),
                 dict(type='VGG', depth=11, num_classes=-1)):
         cfg = dict(cfg, conv_cfg=dict(type='IRConv2d'))

@@ -148,7 +148,7 @@ class BinaryInputCheck:
             self._hook(conv, conv.register_forward_pre_hook,
                        self._conv_pre_hook(name))
         for name, m in model.named_modules():
-            leaf = not any(True for _ in m.children())
+            leaf = is_activation(m) or not any(True for _ in m.children())
             self._hook(m, m.register_forward_hook,
                        self._output_hook(name, leaf))
         root = model if root is None else root

@@ -94,11 +94,22 @@ class ActivationReport:
 
 
 def is_activation(module: nn.Module) -> bool:
-    """Whether ``module`` is an elementwise activation this file knows."""
+    """Whether ``module`` is an elementwise activation this file knows
+    (one unit, even with children: mmcv's ``HSwish`` holds a ``ReLU6``)."""
     cls = type(module)
     return (cls.__module__.startswith(ACTIVATION_MODULES)
-            and cls.__name__ not in _NOT_ELEMENTWISE
-            and not any(True for _ in module.children()))
+            and cls.__name__ not in _NOT_ELEMENTWISE)
+
+
+def _activations(model: nn.Module):
+    """``(name, module)`` of the activations, not those inside another."""
+    inside = ()
+    for name, m in model.named_modules():
+        if inside and name.startswith(inside):
+            continue
+        if is_activation(m):
+            inside = tuple(list(inside) + [name + '.'])
+            yield name, m
 
 
 def classify_activation(module: nn.Module) -> str:
@@ -164,9 +175,7 @@ def replace_activations(model: nn.Module,
     exclude = [exclude] if isinstance(exclude, str) else list(exclude or [])
     report = ActivationReport()
     mapping = {}
-    for name, m in model.named_modules():
-        if not is_activation(m):
-            continue
+    for name, m in _activations(model):
         kind = type(m).__name__
         if any(fnmatchcase(name, p) for p in exclude):
             report.left[name] = f'{kind}: {EXCLUDED}'
@@ -190,5 +199,5 @@ def replace_activations(model: nn.Module,
 def sign_losing_activations(model: nn.Module) -> List[str]:
     """Names of the activation modules :func:`replace_activations` would
     replace (nothing is changed)."""
-    return [n for n, m in model.named_modules()
-            if is_activation(m) and classify_activation(m) == REPLACED]
+    return [n for n, m in _activations(model)
+            if classify_activation(m) == REPLACED]
