@@ -68,7 +68,7 @@ def apply_amp(cfg, amp='auto'):
         raise SystemExit(f'--amp: {err}') from None
     cfg.optim_wrapper = wrapper
     scale = wrapper.get('loss_scale', None)
-    print(f'--amp on {device}: {config_amp(wrapper, device)} autocast '
+    print(f'--amp on {device}: {config_amp(wrapper)} autocast '
           f'({wrapper["type"]}'
           f'{f", loss scale {scale}" if scale is not None else ""}).',
           flush=True)

@@ -31,11 +31,11 @@ def _dtype_name(dtype) -> Optional[str]:
     return None
 
 
-def config_amp(optim_wrapper: dict, device: str = 'cuda') -> str:
-    """The AMP mode an ``optim_wrapper`` config trains with on ``device``:
-    ``'none'``, ``'bf16'`` or ``'fp16'`` (``AmpOptimWrapper`` without a
-    dtype autocasts to fp16 on CUDA; ``AutocastOptimWrapper`` defaults to
-    bf16). Unknown wrapper types count as ``'none'``."""
+def config_amp(optim_wrapper: dict) -> str:
+    """The AMP mode an ``optim_wrapper`` config trains with: ``'none'``,
+    ``'bf16'`` or ``'fp16'`` (``AmpOptimWrapper`` without a dtype autocasts
+    to fp16 on CUDA; ``AutocastOptimWrapper`` defaults to bf16). Unknown
+    wrapper types count as ``'none'``."""
     kind = optim_wrapper.get('type', 'OptimWrapper')
     dtype = _dtype_name(optim_wrapper.get('dtype', None))
     if kind == 'AmpOptimWrapper':
