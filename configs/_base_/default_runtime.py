@@ -28,3 +28,9 @@ default_hooks = dict(
 env_cfg = dict(dist_cfg=dict(backend='nccl'))
 
 log_processor = dict(by_epoch=True)
+
+# mmpretrain's visualizer, re-declared: inheriting it through `mmpretrain::`
+# adds a `_scope_` key, which mmpretrain's browse_dataset.py passes on to the
+# visualizer as a keyword argument (TypeError).
+visualizer = dict(_delete_=True, type='UniversalVisualizer',
+                  vis_backends=[dict(type='LocalVisBackend')])
