@@ -146,6 +146,13 @@ def test_failed_conversion_keeps_an_existing_output(tmp_path):
     assert proc.returncode != 0 and 'It is a resnet20_cifar10' in proc.stderr
     assert dst.read_bytes() == b'previous result'
     assert os.listdir(tmp_path) == ['converted.pth']
+    # the source is never overwritten by its own conversion
+    src = tmp_path / 'best.th'
+    src.write_bytes(open(official_file(CHECKPOINT), 'rb').read())
+    proc = run([CONVERTER, src, src, '--model', 'resnet20_cifar10'],
+               check=False)
+    assert proc.returncode != 0 and 'is the source file' in proc.stderr
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == SHA256
 
 
 @pytest.mark.slow

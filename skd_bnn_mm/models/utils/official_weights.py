@@ -446,6 +446,10 @@ def convert_official_checkpoint(src_path: str, dst_path: str,
         The ``meta`` written.
     """
     layout = get_layout(model_name)
+    if osp.isfile(src_path) and osp.exists(dst_path) and osp.samefile(
+            src_path, dst_path):
+        raise ValueError(f'The output "{dst_path}" is the source file; '
+                         'choose another output path.')
     state_dict, info = load_official_checkpoint(src_path)
     epoch = info.get('epoch')
     target = _build_config_model(config) if config is not None else None
