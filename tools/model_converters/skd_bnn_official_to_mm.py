@@ -1,8 +1,11 @@
 """Convert a checkpoint of the SKD-BNN authors' code to an mmengine one.
 
     python tools/model_converters/skd_bnn_official_to_mm.py SRC DST \
-        --model {resnet20_cifar10,vgg-small_cifar10,resnet18_cifar10,resnet18_imagenet} \
-        [--config CONFIG]
+        --model MODEL [--config CONFIG]
+
+MODEL: resnet20_cifar10, vgg-small_cifar10, resnet18_cifar10 or
+resnet18_imagenet (the authors' resnet20_1w1a, vgg_small_1w1a, ResNet18,
+resnet18).
 
 SRC is one of their files (``{'epoch', 'best_prec1', 'state_dict'}`` saved
 from DataParallel on a GPU, or a bare ``state_dict``); it is read with
@@ -53,10 +56,11 @@ def main(argv=None):
     print(f'  {info["tensors"]} tensors of {info["source_arch"]} '
           f'(sha256 {info["sha256"]}), epoch {info["epoch"]}, '
           f'best_prec1 {info["best_prec1"]}')
-    if info['ede']:
-        print(f'  EDE of {info["ede"]["layers"]} IRConv2d: k={info["ede"]["k"]:.6g}'
-              f' t={info["ede"]["t"]:.6g} (recipe schedule at epoch '
-              f'{info["ede"]["epoch"]} of {info["ede"]["max_epochs"]})')
+    ede = info['ede']
+    if ede:
+        print(f'  EDE of {ede["layers"]} IRConv2d: k={ede["k"]:.6g} '
+              f't={ede["t"]:.6g} (recipe schedule at epoch {ede["epoch"]} '
+              f'of {ede["max_epochs"]})')
     if info['defaults']:
         print(f'  left at defaults: {info["defaults"]}')
     if args.config:
