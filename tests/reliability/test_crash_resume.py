@@ -120,8 +120,8 @@ default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10,
     plain = write_config(tmp_path, every_10, name='plain.py')
     proc = run_cli([TRAIN, plain, '--work-dir', work, '--resume'], data_root)
     out = proc.stdout + proc.stderr
-    assert 'Resuming in the middle of epoch 2: its first 3 of 7 batches' \
-        in out
+    assert ('Resuming in the middle of epoch 2: its first 96 samples (3 of '
+            '7 batches)') in out
     assert 'Epoch(train) [2][3/7]' not in out
     assert 'Epoch(train) [2][4/7]' in out
     # iter_21 is written after the last iteration, before the epoch end

@@ -8,6 +8,8 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
 from mmengine.registry import RUNNERS as ROOT_RUNNERS
 from mmengine.runner import EpochBasedTrainLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint
@@ -181,14 +183,17 @@ class SafeRunner(Runner):
     def _schedulers(self) -> list:
         scheds = self.param_schedulers
         if isinstance(scheds, dict):
-            return [s for group in scheds.values() for s in group]
-        return [s for s in scheds or [] if hasattr(s, 'state_dict')]
+            scheds = [s for group in scheds.values()
+                      for s in (group if isinstance(group, list) else [])]
+        return [s for s in scheds or [] if isinstance(s, _ParamScheduler)]
 
     def _optimizers(self) -> list:
         wrapper = self.optim_wrapper
-        if hasattr(wrapper, 'optimizer'):
+        if isinstance(wrapper, OptimWrapperDict):
+            return [w.optimizer for w in wrapper.values()]
+        if isinstance(wrapper, OptimWrapper):
             return [wrapper.optimizer]
-        return [w.optimizer for w in getattr(wrapper, 'values', lambda: [])()]
+        return []  # not built yet: nothing restored to compare
 
     def _schedule_state(self):
         import copy
