@@ -4,6 +4,6 @@ from .synthetic_cls_dataset import SyntheticClsDataset
 from .transforms import DeferredCropFlip, LoadImageToRGB
 
 __all__ = [
-    'CIFAR10Pickle', 'DeferredCropFlip', 'LoadImageToRGB', 'SyntheticClsDataset',
-    'check_labels_fit', 'model_num_classes'
+    'CIFAR10Pickle', 'DeferredCropFlip', 'LoadImageToRGB',
+    'SyntheticClsDataset', 'check_labels_fit', 'model_num_classes'
 ]

@@ -83,9 +83,9 @@ def test_compiled_skd_step_is_traced_once_and_matches_eager():
     """torch.compile guards on the modules it ran: the twin and the recorder
     must not change between steps, or the backbone is retraced every
     step (and falls back to eager at the cache limit); an epoch end (bank
-    update, eval(), train()) in between retraces nothing either. The 'eager' backend
-    traces exactly as inductor would, in seconds, and runs the same
-    operators, so the losses and the trained state equal eager ones (BN
+    update, eval(), train()) in between retraces nothing either. The
+    'eager' backend traces exactly as inductor would, in seconds, and runs
+    the same operators, so the losses and the trained state equal eager ones (BN
     running statistics included: the teacher pass must not update them)."""
     from torch._dynamo import reset
     from torch._dynamo.utils import counters
