@@ -11,11 +11,14 @@
 that mmpretrain's ``tools/analysis_tools/eval_metric.py``,
 ``confusion_matrix.py`` and ``analyze_results.py`` read; ``--out-item
 metrics`` writes the metrics instead (also the default for an ``--out``
-that is not ``.pkl``/``.pickle``, e.g. ``metrics.json``). Differences from mmpretrain's tool: the checkpoint is read with the
+that is not ``.pkl``/``.pickle``, e.g. ``metrics.json``).
+
+Differences from mmpretrain's tool: the checkpoint is read with the
 project's safe loader and must fit the config's model exactly (a checkpoint
 of another ``num_classes`` or backbone is refused with the differing keys,
 where mmengine would load it partly and report the accuracy of a random
-head); distributed runs work without CUDA (gloo).
+head), and so must the test labels (``check_labels_fit``); distributed runs
+work without CUDA (gloo).
 """
 import argparse
 import os

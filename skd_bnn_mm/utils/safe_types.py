@@ -12,7 +12,8 @@ found in the registry or its parents, as ``get`` looks it up) or with the
 prefix of a scope that holds it (``'mmpretrain.ResNet'``), and every
 ``_scope_`` a scope of the registry tree.
 """
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import (Any, Dict, Iterable, List, Optional, Sequence, Set,
+                    Tuple)
 
 
 class UnsafeTypeError(ValueError):
@@ -33,7 +34,8 @@ def _tree(registry) -> Iterable:
         stack.extend(reg.children.values())
 
 
-def allowed_names(registries: Sequence) -> Tuple[Set[str], Dict[str, Set[str]]]:
+def allowed_names(registries: Sequence
+                  ) -> Tuple[Set[str], Dict[str, Set[str]]]:
     """``(plain names, {scope: names})``: the plain names ``get`` finds in
     each registry or its parents, and the names of every scope of their
     trees (for ``'scope.Name'``)."""
