@@ -204,3 +204,31 @@ def test_auto_scale_lr_on_cifar_config(tested):
     lrs = [r['lr'] for r in records if 'lr' in r]
     assert len(lrs) == 2  # 100 images, batch 50, logged every iteration
     assert lrs == [pytest.approx(0.1 * 50 / 128, rel=1e-9)] * 2
+
+
+def _configs():
+    import glob
+    return sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '*', '*.py'))
+                  if '_base_' not in p)
+
+
+@pytest.mark.parametrize('path', _configs(), ids=osp.basename)
+def test_every_config_works_with_mmpretrain_tools(path):
+    """--auto-scale-lr needs auto_scale_lr.base_batch_size (the total batch
+    of the config's name, e.g. 8xb32 -> 256); vis_cam.py and the
+    inferencers need a test pipeline that loads files; browse_dataset.py a
+    visualizer without `_scope_`."""
+    import re
+
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    gpus, batch = map(int, re.search(r'_(\d+)xb(\d+)_', path).groups())
+    assert cfg.train_dataloader.batch_size == batch
+    assert cfg.auto_scale_lr.base_batch_size == gpus * batch
+    first = cfg.test_dataloader.dataset.pipeline[0]['type']
+    assert first in ('LoadImageToRGB', 'LoadImageFromFile')
+    # the network sees RGB: converted once, by the loader or the
+    # preprocessor
+    to_rgb = cfg.get('data_preprocessor', {}).get('to_rgb', False)
+    assert to_rgb == (first == 'LoadImageFromFile')
+    assert '_scope_' not in cfg.visualizer
