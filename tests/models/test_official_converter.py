@@ -1,7 +1,9 @@
 """tools/model_converters/skd_bnn_official_to_mm.py on the authors' released
 ResNet-20: meta, the top-1 of tools/test.py on the whole bundled test set,
 bad inputs, and fine-tuning with load_from."""
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -18,11 +20,15 @@ from official_data import (CHECKPOINT, CONFIGS, ROOT, SHA256,
 from skd_bnn_mm.engine.hooks.ede_hook import ede_schedule
 from skd_bnn_mm.utils import load_checkpoint_file
 
+if ROOT not in sys.path:  # tools/ is imported from the checkout
+    sys.path.insert(0, ROOT)
+from tools.model_converters import skd_bnn_official_to_mm  # noqa: E402
+
 CONVERTER = osp.join(ROOT, 'tools', 'model_converters',
                      'skd_bnn_official_to_mm.py')
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 TEST = osp.join(ROOT, 'tools', 'test.py')
-CONFIG = CONFIGS['resnet20_cifar10']
+CONFIG = osp.join(ROOT, CONFIGS['resnet20_cifar10'])
 #: the authors' own code with these weights on the bundled JPEG test set
 AUTHORS_TOP1 = 78.74
 
@@ -42,9 +48,11 @@ def run(args, root=None, check=True):
 def converted(tmp_path_factory):
     src = official_file(CHECKPOINT)
     out = tmp_path_factory.mktemp('official') / 'resnet20_official.pth'
-    proc = run([CONVERTER, src, out, '--model', 'resnet20_cifar10',
-                '--config', CONFIG])
-    return src, out, proc.stdout
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        skd_bnn_official_to_mm.main([src, str(out), '--model',
+                                     'resnet20_cifar10', '--config', CONFIG])
+    return src, out, stdout.getvalue()
 
 
 def test_converted_checkpoint_meta_and_values(converted):
@@ -103,8 +111,8 @@ def _bad_source(kind, folder):
         return src, ['--model', 'vgg-small_cifar10'], \
             'It is a resnet20_cifar10 checkpoint'
     if kind == 'other_config':
-        return src, ['--config', CONFIGS['vgg-small_cifar10']], \
-            'source keys without a target'
+        vgg = osp.join(ROOT, CONFIGS['vgg-small_cifar10'])
+        return src, ['--config', vgg], 'source keys without a target'
     if kind == 'pickled_code':
         torch.save({'state_dict': {}, 'hook': os.system}, path)
         return path, [], 'outside the allow-list'
@@ -129,12 +137,12 @@ def test_bad_input_says_what_and_writes_nothing(kind, tmp_path):
     out_dir = tmp_path / 'out'
     out_dir.mkdir()
     dst = out_dir / 'converted.pth'
-    args = [CONVERTER, src, dst, '--model', 'resnet20_cifar10'] + extra
-    proc = run(args, check=False)
-    assert proc.returncode != 0
-    assert expect in proc.stderr, proc.stderr[-2000:]
-    assert f'Nothing was written to {dst}' in proc.stderr
-    assert 'Traceback' not in proc.stderr
+    args = [str(src), str(dst), '--model', 'resnet20_cifar10'] + extra
+    with pytest.raises(SystemExit) as e:  # in-process: no start-up cost
+        skd_bnn_official_to_mm.main(args)
+    msg = str(e.value.code)
+    assert msg.startswith('Error: ') and expect in msg, msg[-2000:]
+    assert f'Nothing was written to {dst}' in msg
     assert os.listdir(out_dir) == []  # no output, no temporary file
 
 
@@ -143,15 +151,16 @@ def test_failed_conversion_keeps_an_existing_output(tmp_path):
     dst.write_bytes(b'previous result')
     proc = run([CONVERTER, official_file(CHECKPOINT), dst, '--model',
                 'resnet18_cifar10'], check=False)
-    assert proc.returncode != 0 and 'It is a resnet20_cifar10' in proc.stderr
+    assert proc.returncode == 1 and 'It is a resnet20_cifar10' in proc.stderr
+    assert 'Traceback' not in proc.stderr
     assert dst.read_bytes() == b'previous result'
     assert os.listdir(tmp_path) == ['converted.pth']
     # the source is never overwritten by its own conversion
     src = tmp_path / 'best.th'
     src.write_bytes(open(official_file(CHECKPOINT), 'rb').read())
-    proc = run([CONVERTER, src, src, '--model', 'resnet20_cifar10'],
-               check=False)
-    assert proc.returncode != 0 and 'is the source file' in proc.stderr
+    with pytest.raises(SystemExit, match='is the source file'):
+        skd_bnn_official_to_mm.main([str(src), str(src), '--model',
+                                     'resnet20_cifar10'])
     assert hashlib.sha256(src.read_bytes()).hexdigest() == SHA256
 
 
