@@ -1,3 +1,4 @@
+from .atomic_backend import AtomicLocalBackend
 from .atomic_io import (atomic_torch_save, atomic_write, atomic_write_bytes,
                         atomic_write_text, is_temp_file)
 from .checkpoint import (CheckpointError, CorruptCheckpointError,
@@ -8,6 +9,7 @@ from .safe_types import (UnsafeTypeError, check_registered_types,
                          unsafe_types)
 
 __all__ = [
+    'AtomicLocalBackend',
     'CheckpointError', 'CorruptCheckpointError', 'UnsafeCheckpointError',
     'load_checkpoint_file', 'safe_globals', 'atomic_write',
     'atomic_write_bytes', 'atomic_write_text', 'atomic_torch_save',

@@ -307,18 +307,18 @@ class RunCase:
 
 def _enospc_at_second_epoch_save(runner, work, state, monkeypatch):
     """The disk fills up while epoch_2.pth is written (after some bytes)."""
-    import skd_bnn_mm.engine.runner.safe_runner as safe_runner
-    original = safe_runner.atomic_torch_save
+    from skd_bnn_mm.utils.atomic_backend import AtomicLocalBackend
+    original = AtomicLocalBackend.put
 
-    def failing(obj, path):
-        if Path(path).name != 'epoch_2.pth':
-            return original(obj, path)
+    def failing(self, obj, filepath):
+        if Path(filepath).name != 'epoch_2.pth':
+            return original(self, obj, filepath)
         state['before'] = snapshot(work)
-        with atomic_write(path) as f:
-            f.write(b'\x00' * 4096)
+        with atomic_write(str(filepath)) as f:
+            f.write(obj[:4096])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(safe_runner, 'atomic_torch_save', failing)
+    monkeypatch.setattr(AtomicLocalBackend, 'put', failing)
 
 
 def _after_disk_full(work, runner, reference_run, data_root):

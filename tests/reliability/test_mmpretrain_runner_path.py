@@ -46,13 +46,21 @@ def trained(data_root, tmp_path_factory):
     """One tiny epoch through mmpretrain's train.py calls."""
     from skd_bnn_mm.engine.hooks import FiniteLossHook, SafeCheckpointHook
     from skd_bnn_mm.engine.runner import SafeEpochBasedTrainLoop, SafeRunner
+    import torch
     work = tmp_path_factory.mktemp('mmpretrain_train')
     cfg = _mmpretrain_cfg(data_root, work)
+    # one thread, as the other in-process runs (conftest): several OpenMP
+    # threads on a busy small machine slow this tiny model down ~10x
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     # not our plugin's scope: the root registry must still find the runner
     DefaultScope.get_instance(f'other_{work.name}', scope_name='mmengine')
     runner = _build(cfg)
     assert type(runner) is SafeRunner
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        torch.set_num_threads(threads)
     assert isinstance(runner.train_loop, SafeEpochBasedTrainLoop)
     kinds = {type(h) for h in runner.hooks}
     assert {SafeCheckpointHook, FiniteLossHook} <= kinds

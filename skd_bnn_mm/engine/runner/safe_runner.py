@@ -1,9 +1,7 @@
 """mmengine's Runner with a strict, explained resume and safe checkpoints."""
-import contextlib
 import os.path as osp
 from typing import Dict, List
 
-import mmengine.runner.runner as mm_runner_module
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
@@ -15,7 +13,8 @@ from mmengine.runner import EpochBasedTrainLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 from mmpretrain.registry import RUNNERS
 
-from skd_bnn_mm.utils.atomic_io import atomic_torch_save, atomic_write_text
+from skd_bnn_mm.utils.atomic_backend import AtomicLocalBackend  # noqa: F401
+from skd_bnn_mm.utils.atomic_io import atomic_write_text
 from skd_bnn_mm.utils.checkpoint import (CheckpointError,
                                          CorruptCheckpointError,
                                          state_dict_problems)
@@ -42,32 +41,6 @@ def _is_local(filename: str, file_client_args=None,
             LocalBackend)
     except Exception:  # unknown backend: leave it to mmengine
         return False
-
-
-@contextlib.contextmanager
-def _atomic_local_saves():
-    """Route the runner's ``save_checkpoint`` through an atomic write.
-
-    mmengine writes a checkpoint in place through its file backend, so a kill
-    during the write leaves a truncated file under the final name. For local
-    paths the file is written to a temporary name, fsync-ed and renamed
-    (:func:`skd_bnn_mm.utils.atomic_torch_save`); other backends are left
-    to mmengine.
-    """
-    original = mm_runner_module.save_checkpoint
-
-    def save(checkpoint, filename, file_client_args=None, backend_args=None):
-        if _is_local(filename, file_client_args, backend_args):
-            atomic_torch_save(checkpoint, filename)
-        else:
-            original(checkpoint, filename, file_client_args=file_client_args,
-                     backend_args=backend_args)
-
-    mm_runner_module.save_checkpoint = save
-    try:
-        yield
-    finally:
-        mm_runner_module.save_checkpoint = original
 
 
 def state_dict_mismatches(model_state: Dict, ckpt_state: Dict,
@@ -100,10 +73,11 @@ class SafeRunner(Runner):
       from a wrong state. A resume must restore everything, so here every key
       and shape must match, and the error says which ones differ and what to
       do. ``load_from`` (fine-tuning) keeps mmengine's lenient behaviour.
-    - Atomic checkpoints: local checkpoint files and the ``last_checkpoint``
-      pointer are written to a temporary file, fsync-ed and renamed, so a
-      kill during a save never leaves a truncated file under a checkpoint
-      name.
+    - Atomic checkpoints: local checkpoint files (through the
+      ``atomic_local`` file backend, :class:`AtomicLocalBackend`) and the
+      ``last_checkpoint`` pointer are written to a temporary file, fsync-ed
+      and renamed, so a kill during a save never leaves a truncated file
+      under a checkpoint name.
     - Robust automatic resume (``--resume`` without a path): the pointer is
       not trusted blindly. If it is missing, empty or names a missing file,
       the newest checkpoint of the work dir is used; if the chosen file is
@@ -428,13 +402,15 @@ class SafeRunner(Runner):
             self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
             return
         filepath = osp.join(out_dir, filename)
+        if _is_local(filepath, file_client_args, backend_args):
+            # mmengine writes through the file backend: an atomic one
+            backend_args = dict(backend_args or {}, backend='atomic_local')
         try:
-            with _atomic_local_saves():
-                super().save_checkpoint(
-                    out_dir, filename, file_client_args=file_client_args,
-                    save_optimizer=save_optimizer,
-                    save_param_scheduler=save_param_scheduler, meta=meta,
-                    by_epoch=by_epoch, backend_args=backend_args)
+            super().save_checkpoint(
+                out_dir, filename, file_client_args=file_client_args,
+                save_optimizer=save_optimizer,
+                save_param_scheduler=save_param_scheduler, meta=meta,
+                by_epoch=by_epoch, backend_args=backend_args)
         except OSError as e:
             pointer = osp.join(self.work_dir, POINTER)
             raise OSError(
@@ -448,7 +424,7 @@ class SafeRunner(Runner):
         # before saving; write the pointer atomically now. (The hook then
         # rewrites the same text in place; if that is interrupted, the
         # automatic resume falls back to scanning the work dir.)
-        if (_is_local(filepath, file_client_args, backend_args)
+        if (_is_local(filepath, file_client_args)
                 and self.message_hub.get_info('last_ckpt') == filepath):
             atomic_write_text(osp.join(self.work_dir, POINTER), filepath)
 
