@@ -200,3 +200,17 @@ def test_skd_convcfg_config_trains_past_the_check():
     losses = model(torch.randn(2, 3, 16, 16), samples, mode='loss')
     assert check.done and check.findings == [] and check.num_seen == 20
     assert all(torch.isfinite(v).all() for v in losses.values())
+
+
+@pytest.mark.parametrize('name,size', [('bnn-resnet20_cifar', 32),
+                                       ('bnn-vgg-small_cifar', 32),
+                                       ('bnn-resnet18_cifar', 32),
+                                       ('bnn-resnet18_in1k', 64)])
+def test_paper_backbones_pass(name, size):
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', '_base_', 'models', f'{name}.py'))
+    torch.manual_seed(0)
+    backbone = MODELS.build(cfg.model.backbone)
+    backbone.train()
+    assert find_nonnegative_inputs(
+        backbone, torch.randn(2, 3, size, size)) == []

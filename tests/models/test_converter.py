@@ -237,11 +237,13 @@ def test_binarized_backbone_old_option_name_and_opt_out():
                        'backbone.timm_model.maxpool, MaxPool2d; last '
                        'activation before it: backbone.timm_model.act1 '
                        '\\(ReLU\\)\\)'):
-        kept(torch.randn(2, 3, 32, 32))
+        kept(torch.randn(2, 3, 16, 16))
     # input_check=None: no check at all
-    MODELS.build(dict(type='BinarizedBackbone', backbone=relu_cfg,
-                      replace_activations=False, input_check=None))(
-                          torch.randn(2, 3, 32, 32))
+    unchecked = MODELS.build(
+        dict(type='BinarizedBackbone', backbone=relu_cfg,
+             replace_activations=False, input_check=None))
+    assert unchecked._input_check is None
+    unchecked(torch.randn(2, 3, 16, 16))
 
 
 def test_binarize_warns_about_relu_unless_replaced():
