@@ -66,7 +66,8 @@ def test_fires_on_resnet_cifar_conv_cfg_with_relu():
     # every binary conv but the stem (which sees the normalised image)
     assert msg.startswith('19 of 20 binary convs saw only inputs >= 0')
     assert 'backbone.layer1.0.conv1 (after backbone.relu, ReLU)' in msg
-    assert 'backbone.layer1.0.conv2 (after backbone.layer1.0.relu, ReLU)' in msg
+    assert ('backbone.layer1.0.conv2 (after backbone.layer1.0.relu, ReLU)'
+            in msg)
     assert "act_cfg=dict(type='Hardtanh')" in msg
     assert 'replace_activations=True' in msg
     assert 'backbone.conv1 ' not in msg

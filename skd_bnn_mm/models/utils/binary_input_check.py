@@ -239,8 +239,9 @@ class BinaryInputCheck:
         self.remove()
         names = list(self._mins)
         self.num_seen = len(names)
-        nonneg = (torch.stack([self._mins[n].float().cpu() for n in names])
-                  >= 0).tolist()
+        device = self._mins[names[0]].device
+        nonneg = (torch.stack([self._mins[n].float().to(device)
+                               for n in names]) >= 0).tolist()  # one sync
         p = self.prefix
 
         def full(n):
@@ -262,8 +263,9 @@ class BinaryInputCheck:
         return self.findings
 
     def _act(self) -> None:
-        msg = (f'{len(self.findings)} of {self.num_seen} binary convs saw only inputs >= 0 on the first forward, so '
-               'every binary activation is +1 and they cannot learn: ' +
+        msg = (f'{len(self.findings)} of {self.num_seen} binary convs saw '
+               'only inputs >= 0 on the first forward, so every binary '
+               'activation is +1 and they cannot learn: ' +
                '; '.join(f.describe() for f in self.findings[:_SHOWN]))
         if len(self.findings) > _SHOWN:
             msg += f'; and {len(self.findings) - _SHOWN} more'
