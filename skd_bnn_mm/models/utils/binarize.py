@@ -267,8 +267,9 @@ def _warn_sign_losing(model: nn.Module, who: str, option: str) -> None:
         kinds = sorted({type(model.get_submodule(n)).__name__ for n in names})
         warnings.warn(
             f'{who}: {len(names)} activation modules ({", ".join(kinds)}) '
-            'are 0 on negative inputs; a binary conv after them gets only '
-            f'+1 inputs. Pass {option} to replace them by Hardtanh, or '
+            'are 0 on (part of) the negative axis; a binary conv after them '
+            f'binarises those inputs to +1. Pass {option} to replace them by '
+            'Hardtanh, or '
             f'ignore this if no binary conv follows them: '
             f'{", ".join(names)}')
 
