@@ -106,3 +106,14 @@ def test_mmpretrain_runner_from_cfg_keeps_loop_and_hooks(data_root,
     assert isinstance(runner.train_loop, SafeEpochBasedTrainLoop)
     kinds = {type(h) for h in runner.hooks}
     assert {SafeCheckpointHook, FiniteLossHook, RankConsistencyHook} <= kinds
+
+
+def test_plugin_default_hooks_can_be_removed(data_root, tmp_path):
+    """``default_hooks.finite_loss=None`` removes it (mmengine alone would
+    assert: it accepts None only for its own default hook names)."""
+    from skd_bnn_mm.engine.hooks import FiniteLossHook, SetupCheckHook
+    cfg = _mmpretrain_cfg(data_root, tmp_path, **{
+        'default_hooks.finite_loss': None})
+    kinds = {type(h) for h in _build(cfg).hooks}
+    assert FiniteLossHook not in kinds
+    assert SetupCheckHook in kinds  # the others stay

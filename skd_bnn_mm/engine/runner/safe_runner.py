@@ -369,6 +369,21 @@ class SafeRunner(Runner):
                     f'Ignored keep_ckpt_ids={value!r} of "{filename}": not a '
                     'list of step numbers.')
 
+    #: default hooks of mmengine itself (it removes those set to None only)
+    _MMENGINE_DEFAULT_HOOKS = frozenset({
+        'runtime_info', 'timer', 'sampler_seed', 'logger', 'param_scheduler',
+        'checkpoint'})
+
+    def register_default_hooks(self, hooks=None) -> None:
+        """``default_hooks.NAME=None`` also removes the plugin's default
+        hooks (``finite_loss``, ``rank_consistency``, ``setup_check``);
+        mmengine accepts None only for its own names."""
+        if hooks is not None:
+            hooks = {name: hook for name, hook in hooks.items()
+                     if hook is not None
+                     or name in self._MMENGINE_DEFAULT_HOOKS}
+        super().register_default_hooks(hooks)
+
     # --- model building -------------------------------------------------
 
     def build_model(self, model):
