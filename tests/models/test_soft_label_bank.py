@@ -151,21 +151,18 @@ def test_hook_runs_before_checkpoint_hook():
         CheckpointHook.priority)
 
 
-def test_hook_names_the_non_finite_loss(tmp_path):
+def test_hook_leaves_the_loss_check_to_finite_loss_hook(tmp_path):
+    """The non-finite loss check is FiniteLossHook's (in every config, and
+    tested with it); the bank hook no longer raises on a non-finite part."""
     runner = _runner(tmp_path)
     hook = SoftLabelBankHook()
     outputs = dict(loss=torch.tensor(math.nan), loss_cls=torch.tensor(1.0),
                    loss_feat=torch.tensor(math.inf))
     for key, value in outputs.items():  # what RuntimeInfoHook does
         runner.message_hub.update_scalar(f'train/{key}', value)
-    with pytest.raises(FloatingPointError, match='loss_feat is inf'):
-        hook.after_train_iter(runner, 0, None, outputs)
+    hook.after_train_iter(runner, 0, None, outputs)
     SoftLabelBankHook(check_finite=False).after_train_iter(runner, 0, None,
                                                            outputs)
-    ok = dict(loss=torch.tensor(1.0), loss_cls=torch.tensor(1.0))
-    for key, value in ok.items():
-        runner.message_hub.update_scalar(f'train/{key}', value)
-    hook.after_train_iter(runner, 1, None, ok)
 
 
 def test_fp16_logits_are_summed_in_float32_over_an_epoch():
