@@ -206,7 +206,8 @@ CASES = [
          prepare=_resume('epoch_2.pth')),
     # state that a checkpoint must never hold
     Case('nan_in_model_weight', CheckpointError,
-         ['backbone.layer2.0.conv1.weight holds 1 NaN/inf value(s)', 'diverged',
+         ['backbone.layer2.0.conv1.weight holds 1 NaN/inf value(s)',
+          'diverged',
           'use an earlier checkpoint'],
          prepare=_resume_edited(_set('backbone.layer2.0.conv1.weight',
                                      float('nan')))),
