@@ -22,6 +22,9 @@ default_hooks = dict(
     rank_consistency=dict(type='RankConsistencyHook'),
     # EDEHook / SoftLabelBankHook present once when the model needs them
     setup_check=dict(type='SetupCheckHook'),
+    # stop at the first iteration if a binary conv only ever sees inputs >= 0
+    # (e.g. right after a ReLU): every binary activation would be +1
+    binary_input_check=dict(type='BinaryInputCheckHook'),
 )
 
 # tools/train.py switches nccl to gloo on machines without CUDA.

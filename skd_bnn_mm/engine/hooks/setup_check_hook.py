@@ -13,8 +13,9 @@ class SetupCheckHook(Hook):
     whole run at the initial ``t`` (EDE never sharpens); an SKD model with a
     soft-label bank but no ``SoftLabelBankHook`` never fills the bank
     (``loss_label`` stays 0); two ``EDEHook`` or ``SoftLabelBankHook``
-    instances both run. Each of these fails here, at ``before_train``, with
-    the line to add or remove. In every config (``default_hooks``).
+    instances both run; training labels past ``head.num_classes`` would fail
+    deep inside the loss. Each of these fails here, at ``before_train``, with
+    the line to change. In every config (``default_hooks``).
     """
 
     priority = 'VERY_HIGH'
@@ -50,6 +51,12 @@ class SetupCheckHook(Hook):
                 'bank would never be filled and loss_label would stay 0. Add '
                 "dict(type='SoftLabelBankHook') to custom_hooks, or remove "
                 'the label loss from model.distill.')
+        from skd_bnn_mm.datasets import check_labels_fit, model_num_classes
+        try:
+            check_labels_fit(runner.train_dataloader.dataset,
+                             model_num_classes(model))
+        except ValueError as err:
+            problems.append(str(err))
         if problems:
             raise ValueError('Training not started: '
                              + ' Also: '.join(problems))
