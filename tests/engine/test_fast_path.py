@@ -365,26 +365,27 @@ class _SyncingOps(TorchDispatchMode):
 
 
 def _skd_step_setup(device='cpu'):
-    """Tiny SKD-BNN model with the batched crop, its optimizer wrapper and a
-    batch, after one step and an epoch end (the bank is on)."""
+    """Tiny SKD-BNN model, its optimizer wrapper and a batch through the
+    CIFAR crop and flip, after one step and an epoch end (the bank is on)."""
     import numpy as np
     from mmengine.dataset import default_collate
-    from mmpretrain.datasets.transforms import PackInputs
+    from mmpretrain.datasets.transforms import PackInputs, RandomFlip
 
-    from skd_bnn_mm.datasets import DeferredCropFlip
+    from skd_bnn_mm.datasets import PaddedRandomCrop
     cfg = copy.deepcopy(TINY_SKD)
-    cfg['data_preprocessor']['type'] = 'CropFlipClsDataPreprocessor'
     torch.manual_seed(0)
     model = MODELS.build(cfg)
     model.init_weights()
     model.to(device).train()
     optim_wrapper = build_optim_wrapper(model, copy.deepcopy(SGD))
-    crop = DeferredCropFlip(8, padding=2, padding_mode='edge')
-    pack = PackInputs(algorithm_keys=['crop_flip'])
+    crop = PaddedRandomCrop(8, padding=2, padding_mode='edge')
+    flip = RandomFlip(prob=0.5, direction='horizontal')
+    pack = PackInputs()
     rng = np.random.RandomState(0)
     batch = default_collate([
-        pack(crop(dict(img=rng.randint(0, 256, (8, 8, 3), dtype=np.uint8),
-                       gt_label=int(rng.randint(10)))))
+        pack(flip(crop(dict(img=rng.randint(0, 256, (8, 8, 3),
+                                            dtype=np.uint8),
+                            gt_label=int(rng.randint(10))))))
         for _ in range(8)
     ])
     model.train_step(batch, optim_wrapper)  # first step (lazy state)
@@ -393,7 +394,7 @@ def _skd_step_setup(device='cpu'):
 
 
 def test_skd_train_step_dispatches_no_syncing_operator():
-    """Data preprocessing (with the batched crop and flip), student and
+    """Data preprocessing, student and
     teacher passes, the three losses with the bank on, backward and the
     SGD step dispatch none of the operators that make the host wait for a
     CUDA device. The bank's gate is a tensor, not a bool."""

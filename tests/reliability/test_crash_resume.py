@@ -141,13 +141,8 @@ default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10,
 # ---- EpochSeedHook, in isolation -------------------------------------------
 
 def _augmented(dataset, idx):
-    """Sample ``idx`` as the model sees it: the pipeline draws the crop and
-    flip, the data preprocessor applies them."""
-    from skd_bnn_mm.models.utils import CropFlipClsDataPreprocessor
-    item = dataset[idx]
-    assert 'crop_flip' in item['data_samples']
-    batch = dict(inputs=[item['inputs']], data_samples=[item['data_samples']])
-    return CropFlipClsDataPreprocessor()(batch, True)['inputs'][0]
+    """Sample ``idx`` as the model sees it: the pipeline crops and flips."""
+    return dataset[idx]['inputs']
 
 
 def _dataset(data_root):

@@ -2,13 +2,12 @@
 # random 32x32 crop, horizontal flip; normalise with the paper's mean/std.
 # Test images are used as they are.
 #
-# The crop offsets and flips are drawn per sample in the pipeline
-# (DeferredCropFlip, seeded like any transform) and applied to the whole
-# batch on the training device by CropFlipClsDataPreprocessor: one gather
-# instead of per-image padding in the loader processes. (mmpretrain's
-# RandomCrop(padding=4, padding_mode='edge') would pad with zeros: its
-# padding_mode only applies to pad_if_needed.) Batches are stacked
-# (default_collate): one host-to-device copy and one normalisation per batch.
+# PaddedRandomCrop is mmpretrain's RandomCrop with padding_mode honoured
+# (RandomCrop(padding=4, padding_mode='edge') would pad with zeros: its
+# padding_mode only applies to pad_if_needed); it and RandomFlip draw from
+# numpy's generator as mmpretrain's transforms do, so EpochSeedHook seeds them.
+# Batches are stacked (default_collate): one host-to-device copy and one
+# normalisation per batch.
 #
 # Data: the official python-pickle layout in $CIFAR10_ROOT (default
 # data/cifar10, downloaded there when absent). A copy whose files differ from
@@ -20,7 +19,7 @@ data_root = '{{$CIFAR10_ROOT:data/cifar10}}'
 verify_md5 = {{'$CIFAR10_VERIFY_MD5:True'}}
 
 data_preprocessor = dict(
-    type='CropFlipClsDataPreprocessor',
+    type='ClsDataPreprocessor',
     num_classes=10,
     # (0.4914, 0.4822, 0.4465) and (0.2470, 0.2435, 0.2616), in 0..255
     mean=[125.307, 122.961, 113.8575],
@@ -34,9 +33,10 @@ data_preprocessor = dict(
 # the same input for a PNG/JPEG file (ImageClassificationInferencer,
 # vis_cam.py) as for the same image in the dataset.
 train_pipeline = [
-    dict(type='DeferredCropFlip', crop_size=32, padding=4,
-         padding_mode='edge', flip_prob=0.5),
-    dict(type='PackInputs', algorithm_keys=['crop_flip']),
+    dict(type='PaddedRandomCrop', crop_size=32, padding=4,
+         padding_mode='edge'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
 ]
 test_pipeline = [dict(type='LoadImageToRGB'), dict(type='PackInputs')]
 

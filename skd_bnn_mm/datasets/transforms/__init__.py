@@ -1,4 +1,4 @@
-from .deferred_crop_flip import DeferredCropFlip
 from .load_image_to_rgb import LoadImageToRGB
+from .padded_random_crop import PaddedRandomCrop
 
-__all__ = ['DeferredCropFlip', 'LoadImageToRGB']
+__all__ = ['LoadImageToRGB', 'PaddedRandomCrop']

@@ -6,15 +6,12 @@ from .binary_input_check import (BinaryInputCheck, NonNegativeBinaryInputError,
                                  find_nonnegative_inputs)
 from .signed_activations import (ActivationReport, replace_activations,
                                  sign_losing_activations)
-from .crop_flip_data_preprocessor import (CropFlipClsDataPreprocessor,
-                                          crop_flip_batch)
 from .official_weights import (OFFICIAL_LAYOUTS, convert_official_checkpoint,
                                convert_official_state_dict)
 
 __all__ = [
     'BinarizeReport', 'binarize', 'binary_conv_names', 'relu_to_hardtanh',
-    'unbinarize', 'CropFlipClsDataPreprocessor', 'crop_flip_batch',
-    'OFFICIAL_LAYOUTS', 'convert_official_checkpoint',
+    'unbinarize', 'OFFICIAL_LAYOUTS', 'convert_official_checkpoint',
     'convert_official_state_dict', 'BinaryInputCheck',
     'NonNegativeBinaryInputError', 'NonNegativeBinaryInputWarning',
     'arm_binary_input_check', 'find_nonnegative_inputs', 'ActivationReport',
