@@ -31,6 +31,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from ..deploy.packed_binary_conv import PackedBinaryConv2d
 from ..models.layers import IRConv2d
+from ..models.utils.tensor_forward import tensor_forward
 
 #: binary operations per instruction assumed by OPs = FLOPs + BOPs / 64
 BOPS_PER_OP = 64
@@ -132,14 +133,6 @@ def _macs(module: nn.Module, inputs, output) -> int:
     return 0
 
 
-def _run(model: nn.Module, x: torch.Tensor) -> None:
-    from mmengine.model import BaseModel
-    if isinstance(model, BaseModel):
-        model(x, mode='tensor')
-    else:
-        model(x)
-
-
 def count_ops(model: nn.Module,
               input_shape: Sequence[int] = (3, 32, 32),
               inputs: Optional[torch.Tensor] = None) -> OpsReport:
@@ -188,7 +181,7 @@ def count_ops(model: nn.Module,
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            _run(model, inputs)
+            tensor_forward(model, inputs)
         model.train(was_training)
     finally:
         for h in handles:

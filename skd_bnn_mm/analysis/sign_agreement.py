@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..models.layers import IRConv2d
+from ..models.utils.tensor_forward import tensor_forward
 
 
 def _positive(t: torch.Tensor) -> torch.Tensor:
@@ -54,10 +55,10 @@ def sign_agreement(model: nn.Module, inputs: torch.Tensor,
     try:
         model.eval()
         with torch.no_grad():
-            from mmengine.model import BaseModel
-            if isinstance(model, BaseModel) and not forward_kwargs:
-                forward_kwargs = dict(mode='tensor')
-            model(inputs, **forward_kwargs)
+            if forward_kwargs:
+                model(inputs, **forward_kwargs)
+            else:
+                tensor_forward(model, inputs)
     finally:
         model.train(was_training)
         for h in handles:

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..models.layers import IRConv2d
+from ..models.utils.module_swap import swap_modules
 from ..utils.checkpoint import load_checkpoint_file
 from .packed_binary_conv import PackedBinaryConv2d
 
@@ -160,21 +161,8 @@ def replace_binary_convs(model: nn.Module, factory: Callable[[nn.Module],
                          nn.Module]) -> nn.Module:
     """Replace every :class:`IRConv2d` (shared ones once) by ``factory(conv)``
     in place; returns the model (or the replacement if it is one itself)."""
-    mapping = {}
-    for module in model.modules():
-        if isinstance(module, IRConv2d) and id(module) not in mapping:
-            new = factory(module)
-            new.train(module.training)
-            mapping[id(module)] = new
-    if id(model) in mapping:
-        return mapping[id(model)]
-    # ``_modules`` rather than ``named_children()``, which skips a module
-    # that a parent holds twice
-    for _, parent in model.named_modules(remove_duplicate=False):
-        for child_name, child in list(parent._modules.items()):
-            if child is not None and id(child) in mapping:
-                setattr(parent, child_name, mapping[id(child)])
-    return model
+    return swap_modules(model, lambda name, m: isinstance(m, IRConv2d),
+                        lambda name, conv: factory(conv)).model
 
 
 def to_deploy(model: nn.Module, inplace: bool = False) -> nn.Module:

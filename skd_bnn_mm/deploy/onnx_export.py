@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..models.utils.tensor_forward import tensor_forward
 from .convert import to_deploy
 
 
@@ -38,10 +39,7 @@ class LogitsModel(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        try:
-            out = self.model(x, mode='tensor')
-        except TypeError:
-            out = self.model(x)
+        out = tensor_forward(self.model, x)
         if isinstance(out, (tuple, list)):
             out = out[-1]
         return out

@@ -106,6 +106,7 @@ def main(argv=None):
     import torch
 
     from skd_bnn_mm.deploy import export_openvino, run_openvino
+    from skd_bnn_mm.models.utils import tensor_forward
     model, shape, _ = load_model(args.config, args.checkpoint,
                                  args.cfg_options, args.shape)
     batch = args.batch or None
@@ -127,7 +128,7 @@ def main(argv=None):
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(batch or 2, *shape, generator=gen)
         with torch.no_grad():
-            ref = model(x, mode='tensor').numpy()
+            ref = tensor_forward(model, x).numpy()
         out = run_openvino(args.out, x)
         diff = float(np.abs(out - ref).max())
         rel = diff / max(1.0, float(np.abs(ref).max()))

@@ -6,6 +6,8 @@ from .binary_input_check import (BinaryInputCheck, NonNegativeBinaryInputError,
                                  find_nonnegative_inputs)
 from .signed_activations import (ActivationReport, replace_activations,
                                  sign_losing_activations)
+from .module_swap import SwapReport, swap_modules
+from .tensor_forward import tensor_forward
 from .official_weights import (OFFICIAL_LAYOUTS, convert_official_checkpoint,
                                convert_official_state_dict)
 
@@ -15,5 +17,6 @@ __all__ = [
     'convert_official_state_dict', 'BinaryInputCheck',
     'NonNegativeBinaryInputError', 'NonNegativeBinaryInputWarning',
     'arm_binary_input_check', 'find_nonnegative_inputs', 'ActivationReport',
-    'replace_activations', 'sign_losing_activations'
+    'replace_activations', 'sign_losing_activations', 'SwapReport',
+    'swap_modules', 'tensor_forward'
 ]

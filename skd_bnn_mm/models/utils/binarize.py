@@ -46,6 +46,7 @@ from mmcv.cnn import build_conv_layer
 from mmengine.registry import MODELS as ROOT_MODELS
 
 from ..layers import IRConv2d
+from .module_swap import swap_modules
 from .signed_activations import (ActivationReport, replace_activations,
                                  sign_losing_activations)
 
@@ -130,20 +131,6 @@ def _first_executed_conv(model: nn.Module, convs: Dict[str, nn.Module],
     return order[0] if order else None
 
 
-def _replace_modules(model: nn.Module,
-                     mapping: Dict[int, nn.Module]) -> nn.Module:
-    """Replace every reference to the old modules (shared ones included)."""
-    if id(model) in mapping:
-        return mapping[id(model)]
-    for _, parent in model.named_modules(remove_duplicate=False):
-        # parent._modules, not named_children(): the latter yields a module
-        # held under two names only once
-        for child_name, child in list(parent._modules.items()):
-            if child is not None and id(child) in mapping:
-                setattr(parent, child_name, mapping[id(child)])
-    return model
-
-
 def _to_binary(conv: nn.Conv2d, conv_cfg: dict) -> nn.Module:
     new = build_conv_layer(
         conv_cfg, conv.in_channels, conv.out_channels, conv.kernel_size,
@@ -154,7 +141,6 @@ def _to_binary(conv: nn.Conv2d, conv_cfg: dict) -> nn.Module:
     if conv.bias is not None:
         new.bias = conv.bias
     new.to(device=conv.weight.device)
-    new.train(conv.training)
     return new
 
 
@@ -221,10 +207,9 @@ def binarize(model: nn.Module,
         else:
             report.first_conv = names[0]
 
-    mapping: Dict[int, nn.Module] = {}
-    for name, conv in all_convs.items():
-        if isinstance(conv, binary_types):
-            continue
+    def wanted(name: str, conv: nn.Module) -> bool:
+        if not isinstance(conv, nn.Conv2d) or isinstance(conv, binary_types):
+            return False
         if name == report.first_conv:
             report.skipped[name] = 'first conv (keep_first=True)'
         elif include and not any(fnmatchcase(name, p) for p in include):
@@ -236,8 +221,12 @@ def binarize(model: nn.Module,
                 f'{type(conv).__name__} is a Conv2d subclass with its own '
                 f'forward')
         else:
-            mapping[id(conv)] = _to_binary(conv, conv_cfg)
-            report.converted.append(name)
+            return True
+        return False
+
+    swap = swap_modules(model, wanted,
+                        lambda name, conv: _to_binary(conv, conv_cfg))
+    report.converted = list(swap.swapped)
 
     subclassed = [f'{n} ({type(all_convs[n]).__name__})'
                   for n, r in report.skipped.items() if 'subclass' in r]
@@ -247,7 +236,7 @@ def binarize(model: nn.Module,
                       f'exclude/include to silence): {", ".join(subclassed)}')
     if not report.converted:
         warnings.warn('binarize(): no conv was converted')
-    report.model = _replace_modules(model, mapping)
+    report.model = swap.model
     if replace_activations:
         report.activations = _replace_acts(report.model, act_cfg,
                                            exclude=act_exclude)
@@ -280,23 +269,23 @@ def unbinarize(model: nn.Module, inplace: bool = True) -> BinarizeReport:
     if not inplace:
         model = copy.deepcopy(model)
     report = BinarizeReport(model=model)
-    mapping: Dict[int, nn.Module] = {}
-    for name, conv in model.named_modules():
-        if not isinstance(conv, IRConv2d):
-            continue
-        new = nn.Conv2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size,
-            stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-            groups=conv.groups, bias=conv.bias is not None,
-            padding_mode=conv.padding_mode, device='meta')
-        new.weight = conv.weight
-        if conv.bias is not None:
-            new.bias = conv.bias
-        new.train(conv.training)
-        mapping[id(conv)] = new
-        report.converted.append(name)
-    report.model = _replace_modules(model, mapping)
+    swap = swap_modules(model, lambda name, m: isinstance(m, IRConv2d),
+                        lambda name, conv: _to_full_precision(conv))
+    report.model = swap.model
+    report.converted = list(swap.swapped)
     return report
+
+
+def _to_full_precision(conv: nn.Module) -> nn.Conv2d:
+    new = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size,
+        stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+        groups=conv.groups, bias=conv.bias is not None,
+        padding_mode=conv.padding_mode, device='meta')
+    new.weight = conv.weight
+    if conv.bias is not None:
+        new.bias = conv.bias
+    return new
 
 
 def relu_to_hardtanh(model: nn.Module) -> List[str]:

@@ -38,6 +38,8 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
 
+from .module_swap import swap_modules
+
 #: modules whose classes are elementwise activations
 ACTIVATION_MODULES = (
     'torch.nn.modules.activation',
@@ -167,14 +169,13 @@ def replace_activations(model: nn.Module,
     Returns:
         ActivationReport: names replaced and names left, with reasons.
     """
-    from .binarize import _replace_modules
     act_cfg = dict(type='Hardtanh') if act_cfg is None else dict(act_cfg)
     if 'type' not in act_cfg:
         raise KeyError("act_cfg must contain 'type', e.g. "
                        "dict(type='Hardtanh')")
     exclude = [exclude] if isinstance(exclude, str) else list(exclude or [])
     report = ActivationReport()
-    mapping = {}
+    picked = set()
     for name, m in _activations(model):
         kind = type(m).__name__
         if any(fnmatchcase(name, p) for p in exclude):
@@ -184,10 +185,14 @@ def replace_activations(model: nn.Module,
         if verdict != REPLACED:
             report.left[name] = f'{kind}: {verdict}'
             continue
-        new = _build_replacement(act_cfg, m)
-        mapping[id(m)] = new
-        report.replaced[name] = f'{kind} -> {type(new).__name__}'
-    _replace_modules(model, mapping)
+        picked.add(id(m))
+
+    def make(name: str, old: nn.Module) -> nn.Module:
+        new = _build_replacement(act_cfg, old)
+        report.replaced[name] = f'{type(old).__name__} -> {type(new).__name__}'
+        return new
+
+    swap_modules(model, lambda name, m: id(m) in picked, make)
     if log:
         msg = f'replace_activations(): {report.summary()}'
         if report.left:
