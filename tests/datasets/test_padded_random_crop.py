@@ -4,6 +4,7 @@ import os.path as osp
 import mmcv
 import numpy as np
 import pytest
+import torch
 from mmengine.config import Config
 from mmpretrain.datasets.transforms import RandomCrop
 from mmpretrain.registry import TRANSFORMS
@@ -108,3 +109,25 @@ def test_cifar_config_uses_edge_padding_crop_and_plain_preprocessor():
     np.random.seed(0)
     for _ in range(20):  # a constant image stays constant: no zero border
         assert (crop(dict(img=img.copy()))['img'] == 200).all()
+
+
+def test_stacked_batches_normalise_bitwise_as_image_lists():
+    """default_collate (one tensor per batch, the configs' collate_fn) and
+    pseudo_collate (a list of images) give bitwise the same inputs through
+    the CIFAR preprocessor."""
+    from mmengine.dataset import default_collate, pseudo_collate
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(CIFAR_BASE)
+    pipeline = [TRANSFORMS.build(t) for t in cfg.train_pipeline]
+    pre = MODELS.build(cfg.data_preprocessor)
+    np.random.seed(0)
+    items = []
+    for seed in range(8):
+        results = dict(img=_image(32, 32, seed), gt_label=seed)
+        for t in pipeline:
+            results = t(results)
+        items.append(results)
+    a = pre(default_collate(items), True)['inputs']
+    b = pre(pseudo_collate(items), True)['inputs']
+    assert a.shape == (8, 3, 32, 32) and a.dtype == torch.float32
+    assert torch.equal(a, b)

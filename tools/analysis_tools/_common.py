@@ -34,7 +34,7 @@ def guess_input_shape(cfg):
     """``(C, H, W)`` of the images the test pipeline produces.
 
     Looks for ``CenterCrop``/``RandomResizedCrop``/``RandomCrop``/
-    ``DeferredCropFlip``/``Resize`` in the test (then train) pipeline; CIFAR
+    ``PaddedRandomCrop``/``Resize`` in the test (then train) pipeline; CIFAR
     datasets without one give 32x32;
     otherwise 224x224. ``C`` is the backbone's ``in_channels`` (default 3).
     """
@@ -47,7 +47,7 @@ def guess_input_shape(cfg):
         for step in dataset.get('pipeline', []) or []:
             kind = step.get('type', '')
             size = None
-            if kind in ('CenterCrop', 'RandomCrop', 'DeferredCropFlip'):
+            if kind in ('CenterCrop', 'RandomCrop', 'PaddedRandomCrop'):
                 size = _as_hw(step.get('crop_size'))
             elif kind in ('RandomResizedCrop', 'Resize'):
                 size = _as_hw(step.get('scale'))
