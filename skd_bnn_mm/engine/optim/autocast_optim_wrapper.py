@@ -5,7 +5,7 @@ from typing import Optional, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MessageHub, print_log
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import OPTIM_WRAPPERS
 
@@ -141,9 +141,10 @@ class AutocastOptimWrapper(OptimWrapper):
                 f'step skipped, loss scale {before:g} -> {after:g} '
                 f'({self.skipped_steps} skipped so far).', logger='current',
                 level=logging.WARNING)
-        hub = MessageHub.get_current_instance()
-        hub.update_scalar('train/amp_scale', after)
-        hub.update_scalar('train/amp_skipped_steps', self.skipped_steps)
+        # the hub OptimWrapper logs grad_norm to (the runner's)
+        self.message_hub.update_scalar('train/amp_scale', after)
+        self.message_hub.update_scalar('train/amp_skipped_steps',
+                                       self.skipped_steps)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
