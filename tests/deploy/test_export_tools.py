@@ -14,6 +14,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:  # tools/ is imported from the checkout
     sys.path.insert(0, ROOT)
 from tools.analysis_tools import export_1bit, export_onnx  # noqa: E402
+from tools.deploy import export_openvino  # noqa: E402
 TINY = osp.join(ROOT, 'tests', 'deploy', 'tiny_skd_bnn_cifar10.py')
 
 
@@ -102,8 +103,10 @@ def test_hostile_checkpoint_is_refused(tmp_path):
     marker = tmp_path / 'pwned'
     evil = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'meta': Payload(str(marker))}, evil)
-    for tool, out in ((export_1bit, 'x.bnn'), (export_onnx, 'x.onnx')):
-        with pytest.raises(SystemExit, match='allow-list'):
+    for tool, out in ((export_1bit, 'x.bnn'), (export_onnx, 'x.onnx'),
+                      (export_openvino, 'x.xml')):
+        name = tool.__name__.rsplit('.', 1)[-1]
+        with pytest.raises(SystemExit, match=f'^{name}: .*allow-list'):
             tool.main([TINY, str(evil), str(tmp_path / out)])
         assert not (tmp_path / out).exists()
     assert not marker.exists()

@@ -21,6 +21,17 @@ def load_config(path, cfg_options=None):
     return cfg
 
 
+def load_inference_model(cfg, checkpoint, tool):
+    """``build_inference_model(cfg, checkpoint)``; a checkpoint the safe
+    loader refuses ends the tool with its message, prefixed by ``tool``."""
+    from skd_bnn_mm.deploy import build_inference_model
+    from skd_bnn_mm.utils import CheckpointError
+    try:
+        return build_inference_model(cfg, checkpoint)
+    except CheckpointError as e:
+        raise SystemExit(f'{tool}: {e}') from None
+
+
 def _as_hw(value):
     if isinstance(value, int):
         return value, value

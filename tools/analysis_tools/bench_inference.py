@@ -314,7 +314,8 @@ def main(argv=None):
         return probe(backend, path, int(batch), int(threads),
                      tuple(int(s) for s in shape.split(',')))
     model, shape, cfg = load_model(args.config, args.checkpoint,
-                                   args.cfg_options, args.shape)
+                                   args.cfg_options, args.shape,
+                                   tool='bench_inference')
     from skd_bnn_mm.deploy import inference_config
     work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_inference_')
     os.makedirs(work_dir, exist_ok=True)

@@ -17,8 +17,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
-from tools.analysis_tools._common import (guess_input_shape,  # noqa: E402
-                                          load_config)
+from tools.analysis_tools._common import (  # noqa: E402
+    guess_input_shape, load_config, load_inference_model)
 
 
 def parse_args(argv=None):
@@ -53,13 +53,10 @@ def main(argv=None):
     import torch
 
     from skd_bnn_mm.analysis.ops_counter import fmt_bytes
-    from skd_bnn_mm.deploy import build_inference_model, load_1bit, save_1bit
+    from skd_bnn_mm.deploy import load_1bit, save_1bit
     from skd_bnn_mm.deploy.onnx_export import LogitsModel
-    from skd_bnn_mm.utils import CheckpointError
-    try:
-        model, model_cfg, meta = build_inference_model(cfg, args.checkpoint)
-    except CheckpointError as e:
-        raise SystemExit(f'export_1bit: {e}') from None
+    model, model_cfg, meta = load_inference_model(cfg, args.checkpoint,
+                                                  'export_1bit')
     extra = dict(source_checkpoint=osp.basename(args.checkpoint),
                  source_config=osp.basename(args.config))
     dataset_meta = meta.get('dataset_meta') if isinstance(meta, dict) else None

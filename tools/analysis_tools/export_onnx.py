@@ -19,8 +19,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
-from tools.analysis_tools._common import (guess_input_shape,  # noqa: E402
-                                          load_config)
+from tools.analysis_tools._common import (  # noqa: E402
+    guess_input_shape, load_config, load_inference_model)
 
 TOLERANCE = 1e-4
 
@@ -49,13 +49,8 @@ def main(argv=None):
     cfg = load_config(args.config, args.cfg_options)
     import torch
 
-    from skd_bnn_mm.deploy import (build_inference_model, export_onnx,
-                                   verify_onnx)
-    from skd_bnn_mm.utils import CheckpointError
-    try:
-        model, _, _ = build_inference_model(cfg, args.checkpoint)
-    except CheckpointError as e:
-        raise SystemExit(f'export_onnx: {e}') from None
+    from skd_bnn_mm.deploy import export_onnx, verify_onnx
+    model, _, _ = load_inference_model(cfg, args.checkpoint, 'export_onnx')
     shape = tuple(args.shape) if args.shape else guess_input_shape(cfg)
     export_onnx(model, args.out, shape, opset=args.opset,
                 metadata=dict(source_checkpoint=osp.basename(

@@ -30,8 +30,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
-from tools.analysis_tools._common import (build_data_loader,  # noqa: E402
-                                          load_config)
+from tools.analysis_tools._common import (  # noqa: E402
+    build_data_loader, load_config, load_inference_model)
 from tools.common import import_plugin  # noqa: E402
 
 
@@ -80,13 +80,8 @@ def parse_args(argv=None):
 
 
 def _model(args):
-    from skd_bnn_mm.deploy import build_inference_model
-    from skd_bnn_mm.utils import CheckpointError
     cfg = load_config(args.config, args.cfg_options)
-    try:
-        model, _, _ = build_inference_model(cfg, args.checkpoint)
-    except CheckpointError as e:
-        raise SystemExit(f'visualize: {e}') from None
+    model, _, _ = load_inference_model(cfg, args.checkpoint, 'visualize')
     return cfg, model
 
 

@@ -27,8 +27,8 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-from tools.analysis_tools._common import (guess_input_shape,  # noqa: E402
-                                          load_config)
+from tools.analysis_tools._common import (  # noqa: E402
+    guess_input_shape, load_config, load_inference_model)
 
 TOLERANCE = 1e-4
 
@@ -70,13 +70,13 @@ def parse_args(argv=None):
     return args
 
 
-def load_model(config, checkpoint, cfg_options=None, shape=None):
+def load_model(config, checkpoint, cfg_options=None, shape=None,
+               tool='export_openvino'):
     """``(eval model, (C, H, W), config or None)`` from a config and a
     checkpoint, a config and a ``.bnn`` file, or a ``.bnn`` file alone
     (``config=None``); also used by the benchmark tool. ``checkpoint=None``
-    keeps the config's initial weights."""
-    from skd_bnn_mm.deploy import build_inference_model, load_1bit, read_1bit
-    from skd_bnn_mm.utils import CheckpointError
+    keeps the config's initial weights; errors name ``tool``."""
+    from skd_bnn_mm.deploy import load_1bit, read_1bit
     cfg = load_config(config, cfg_options) if config else None
     if checkpoint is not None and checkpoint.endswith('.bnn'):
         model = load_1bit(checkpoint)
@@ -91,10 +91,7 @@ def load_model(config, checkpoint, cfg_options=None, shape=None):
     else:
         if cfg is None:
             raise SystemExit('a checkpoint needs its config')
-        try:
-            model, _, _ = build_inference_model(cfg, checkpoint)
-        except CheckpointError as e:
-            raise SystemExit(f'{e}') from None
+        model, _, _ = load_inference_model(cfg, checkpoint, tool)
     if shape is None:
         shape = guess_input_shape(cfg)
     return model.eval(), tuple(shape), cfg
