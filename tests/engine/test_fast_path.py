@@ -231,15 +231,17 @@ def test_amp_optim_wrapper_cfg():
     assert amp_optim_wrapper_cfg(dict(base, type='MyWrapper'), 'none',
                                  'cpu')['type'] == 'MyWrapper'
     assert 'type' not in base  # the input is not modified
-    with pytest.raises(ValueError, match='use --amp bf16'):
-        amp_optim_wrapper_cfg(base, 'fp16', 'cpu')
+    # fp16 without CUDA: autocast with dynamic loss scaling
+    assert amp_optim_wrapper_cfg(base, 'fp16', 'cpu') == dict(
+        base, type='AutocastOptimWrapper', dtype='float16',
+        loss_scale='dynamic')
     with pytest.raises(ValueError, match='none, bf16, fp16'):
         amp_optim_wrapper_cfg(base, 'int8', 'cpu')
     with pytest.raises(ValueError, match='Cannot add autocast'):
         amp_optim_wrapper_cfg(dict(base, type='MyWrapper'), 'bf16', 'cpu')
-    with pytest.raises(ValueError, match='AmpOptimWrapper'):
+    with pytest.raises(ValueError, match='"bfloat16" or "float16"'):
         AutocastOptimWrapper(torch.optim.SGD([nn.Parameter(torch.ones(1))],
-                                             lr=0.1), dtype='float16')
+                                             lr=0.1), dtype='float32')
 
 
 def test_fast_path_hook_channels_last():

@@ -55,10 +55,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 from mmengine.hooks import Hook  # noqa: E402
 
+from skd_bnn_mm.engine.optim.amp import AMP_CHOICES, config_amp  # noqa: E402
+
 from tools.analysis_tools._common import (guess_input_shape,  # noqa: E402
                                           load_config)
 
-AMP_CHOICES = ('none', 'bf16', 'fp16')
 
 
 def parse_args(argv=None):
@@ -127,15 +128,7 @@ def config_options(cfg, args):
         compile_cfg = {}
     amp = args.amp
     if amp is None:
-        kind = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        dtype = str(cfg.optim_wrapper.get('dtype', None))
-        if kind == 'AutocastOptimWrapper' or (kind == 'AmpOptimWrapper'
-                                              and 'bfloat16' in dtype):
-            amp = 'bf16'
-        elif kind == 'AmpOptimWrapper':
-            amp = 'fp16'
-        else:
-            amp = 'none'
+        amp = config_amp(cfg.optim_wrapper)
     return dict(channels_last=channels_last, compile_cfg=compile_cfg,
                 amp=amp)
 
