@@ -89,13 +89,19 @@ def _worker(rank, port, out_dir):
         hook.after_train_iter(runner, STEPS - 1, None, None)  # mid-epoch
         checkpoint = dict(state_dict=model.state_dict())
         hook.before_save_checkpoint(runner, checkpoint)
-        resumed = SoftLabelBank(3)
+        # a resume on both ranks: the hook's before_train, then its fold
+        resumed_model = nn.Module()
+        resumed_model.soft_label_bank = resumed = SoftLabelBank(3)
         prefix = 'soft_label_bank.'
         resumed.load_state_dict({k[len(prefix):]: v for k, v in
                                  checkpoint['state_dict'].items()
                                  if k.startswith(prefix)})
+        resumed_runner = SimpleNamespace(model=resumed_model, epoch=0,
+                                         logger=runner.logger)
+        resumed_hook = SoftLabelBankHook()
+        resumed_hook.before_train(resumed_runner)
         resumed_counts = resumed.counts.clone()
-        resumed.update(0)
+        resumed_hook.after_train_epoch(resumed_runner)
 
         hook.after_train_epoch(runner)
         torch.save(dict(bank=bank.bank, ref_sums=ref_sums,

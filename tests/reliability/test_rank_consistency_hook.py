@@ -13,7 +13,7 @@ WORLD = 2
 
 
 class _Net(nn.Module):
-    local_buffers = ('scratch', )
+    _ddp_params_and_buffers_to_ignore = ['scratch']
 
     def __init__(self):
         super().__init__()

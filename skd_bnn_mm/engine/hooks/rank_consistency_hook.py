@@ -10,17 +10,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 def local_state_names(model: torch.nn.Module) -> Set[str]:
-    """State entries that legitimately differ between processes.
-
-    Those the model lists in ``_ddp_params_and_buffers_to_ignore`` (DDP
-    leaves them alone) and the ``local_buffers`` a module declares (the
-    soft-label bank's running sums).
-    """
-    names = set(getattr(model, '_ddp_params_and_buffers_to_ignore', ()) or ())
-    for prefix, module in model.named_modules():
-        for key in getattr(module, 'local_buffers', ()) or ():
-            names.add(f'{prefix}.{key}' if prefix else key)
-    return names
+    """State entries that legitimately differ between processes: those the
+    model lists in ``_ddp_params_and_buffers_to_ignore`` (DDP leaves them
+    alone)."""
+    return set(getattr(model, '_ddp_params_and_buffers_to_ignore', ()) or ())
 
 
 def state_fingerprints(model: torch.nn.Module, skip: Set[str]
@@ -142,9 +135,9 @@ class RankConsistencyHook(Hook):
                 'for code that changes parameters or buffers differently per '
                 'process '
                 '(per-rank seeds, rank-dependent branches, buffers updated '
-                'outside forward); declare state that is meant to differ in '
-                'the module\'s `local_buffers`. Resume from the last '
-                'checkpoint once fixed.')
+                'outside forward); list state that is meant to differ in '
+                'the model\'s `_ddp_params_and_buffers_to_ignore`. Resume '
+                'from the last checkpoint once fixed.')
         runner.logger.info(
             f'RankConsistencyHook: {len(names)} state entries identical on '
             f'{len(gathered)} processes after epoch {runner.epoch + 1}.')

@@ -16,20 +16,30 @@ from skd_bnn_mm.models.distill import SoftLabelBank
 class SoftLabelBankHook(Hook):
     """Fold each training epoch into the model's :class:`SoftLabelBank`.
 
-    - ``after_train_epoch``: ``bank.update(runner.epoch)`` on every process
-      (the sums are all-reduced there). Priority ``NORMAL`` puts this before
-      ``CheckpointHook`` (``VERY_LOW``), so an epoch checkpoint holds the
-      bank that the next epoch uses. The bank records the epoch it last
-      folded (``last_epoch``), so a second call in the same epoch does
-      nothing, and after a resume the restored bank is used as it is.
-      ``before_train`` forgets a ``last_epoch`` that lies at or after the
-      starting epoch: the bank then comes from another run (``load_from``,
-      e.g. stage 2 loading stage 1), whose bank is kept as the starting soft
-      labels, and every epoch of this run is folded in.
+    The bank is a plain per-process module; this hook owns everything about
+    processes and unfinished epochs. Within an epoch each process sums its
+    own samples (the model keeps ``sums``/``counts`` out of DDP's buffer
+    broadcast, see ``SKDImageClassifier``); a checkpoint holds sums over
+    all processes, which rank 0 alone carries on after loading, so a resume
+    with any number of processes counts every sample once.
+
+    - ``before_train``: processes other than rank 0 zero their
+      ``sums``/``counts`` (whatever loaded them: resume, ``load_from``,
+      ``init_cfg``). It also forgets a ``last_epoch`` that lies at or after
+      the starting epoch: the bank then comes from another run
+      (``load_from``, e.g. stage 2 loading stage 1), whose bank is kept as
+      the starting soft labels, and every epoch of this run is folded in.
+    - ``after_train_epoch``: :meth:`fold` on every process: sums and counts
+      all-reduced, then ``bank.update(runner.epoch)``. Priority ``NORMAL``
+      puts this before ``CheckpointHook`` (``VERY_LOW``), so an epoch
+      checkpoint holds the bank that the next epoch uses. The bank records
+      the epoch it last folded (``last_epoch``), so a second call in the
+      same epoch does nothing, and after a resume the restored bank is used
+      as it is.
     - ``before_save_checkpoint`` in the middle of an epoch with several
       processes: the checkpoint gets the running sums/counts summed over all
-      processes (rank 0 keeps them after loading, the others start from
-      zero), so a mid-epoch resume counts every sample once.
+      processes (a collective: ``SafeRunner`` calls this hook point on every
+      process).
     - ``save_interval=N`` (0 = off): every N epochs the main process writes
       ``{work_dir}/{out_dir}/epoch_{n}.json`` with the class names, the
       per-class counts of correct samples and the bank's logits.
@@ -44,6 +54,9 @@ class SoftLabelBankHook(Hook):
     """
 
     priority = 'NORMAL'
+
+    #: the bank's buffers that hold one process's part until :meth:`fold`
+    partial_buffers = ('sums', 'counts')
 
     def __init__(self, save_interval: int = 0, out_dir: str = 'soft_label_bank',
                  check_finite: bool = True) -> None:
@@ -77,6 +90,17 @@ class SoftLabelBankHook(Hook):
         for _, bank in self._banks_or_warn(runner):
             if int(bank.last_epoch) >= runner.epoch:
                 bank.last_epoch.fill_(runner.epoch - 1)
+            if dist.get_rank() != 0:  # loaded sums are totals: count once
+                for key in self.partial_buffers:
+                    getattr(bank, key).zero_()
+
+    @classmethod
+    def fold(cls, bank: SoftLabelBank, epoch: int) -> None:
+        """Sum the partial sums over all processes and fold them into the
+        bank (collective: call on every process)."""
+        for key in cls.partial_buffers:
+            dist.all_reduce(getattr(bank, key))
+        bank.update(epoch)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
@@ -87,7 +111,7 @@ class SoftLabelBankHook(Hook):
         epoch = runner.epoch
         for _, bank in self._banks_or_warn(runner):
             if int(bank.last_epoch) != epoch:
-                bank.update(epoch)
+                self.fold(bank, epoch)
         if (self.save_interval and (epoch + 1) % self.save_interval == 0
                 and dist.is_main_process()):
             for name, bank in self._banks(runner):
@@ -98,7 +122,7 @@ class SoftLabelBankHook(Hook):
             return
         state = checkpoint.get('state_dict', {})
         for name, bank in self._banks(runner):
-            for key in SoftLabelBank.local_buffers:
+            for key in self.partial_buffers:
                 total = getattr(bank, key).clone()
                 dist.all_reduce(total)
                 state[f'{name}.{key}' if name else key] = total.cpu()

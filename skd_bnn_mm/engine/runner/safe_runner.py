@@ -104,10 +104,10 @@ class SafeRunner(Runner):
       :class:`~skd_bnn_mm.engine.hooks.SafeCheckpointHook` older files are
       removed only after the new one is written.
     - ``before_save_checkpoint`` runs on every process: mmengine calls it on
-      the main process only, so a hook with a collective there (the
-      soft-label bank sums its per-process statistics into mid-epoch
-      checkpoints) would leave the other processes waiting in a different
-      collective. Only the main process writes files.
+      the main process only, so a hook with a collective there
+      (``SoftLabelBankHook`` in mid-epoch checkpoints) would leave the other
+      processes waiting in a different collective. Only the main process
+      writes files.
     - A resumed file is checked, not trusted: it must be a training
       checkpoint; its ``meta['config']`` (which mmengine would run as Python)
       is dropped, and so are message-hub paths outside this run's checkpoint

@@ -91,12 +91,11 @@ class SKDImageClassifier(ImageClassifier):
         self.soft_label_bank = None
         if self.label_loss is not None:
             self.soft_label_bank = SoftLabelBank(num_classes)
-            # Per-process running sums must not be replaced by rank 0's when
-            # DDP broadcasts buffers (broadcast_buffers=True); they are
-            # summed over processes at epoch end instead.
+            # DDP reads this when wrapping (before any hook exists): with
+            # broadcast_buffers=True it would replace each process's running
+            # sums by rank 0's. SoftLabelBankHook sums them over processes.
             self._ddp_params_and_buffers_to_ignore = [
-                f'soft_label_bank.{name}'
-                for name in SoftLabelBank.local_buffers]
+                'soft_label_bank.sums', 'soft_label_bank.counts']
 
     def _build_teacher(self) -> None:
         """The teacher twin, and one recorder of the units and of the binary

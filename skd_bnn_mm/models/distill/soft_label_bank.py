@@ -1,7 +1,6 @@
 """Per-class bank of historical logits (SKD-BNN's soft labels)."""
 import torch
 import torch.nn as nn
-from mmengine import dist
 from mmpretrain.registry import MODELS
 
 
@@ -12,31 +11,26 @@ class SoftLabelBank(nn.Module):
     During an epoch, :meth:`accumulate` adds the logits of every sample whose
     top-1 prediction is right to its class's running sum and count ("dynamic
     filtering": wrong predictions never enter). :meth:`update`, at epoch end,
-    sums these over all processes and replaces each bank row by sum / count;
-    a class without any correct prediction keeps its previous row, so the
-    bank never holds NaN. Everything stays on the device: no host sync.
+    replaces each bank row by sum / count; a class without any correct
+    prediction keeps its previous row, so the bank never holds NaN.
+    Everything stays on the device: no host sync.
 
     All state is in persistent buffers, so it is saved in and restored from
     checkpoints (partial sums of an unfinished epoch included):
 
     - ``bank`` ``[C, C]``: the soft labels (logits) used by the loss;
-    - ``sums`` ``[C, C]`` / ``counts`` ``[C]``: this process's running sums;
-    - ``last_counts`` ``[C]``: the all-reduced counts behind ``bank``;
+    - ``sums`` ``[C, C]`` / ``counts`` ``[C]``: the running sums;
+    - ``last_counts`` ``[C]``: the counts behind ``bank``;
     - ``num_updates``: completed epochs folded into ``bank``; the label loss
       is off while it is 0 (the paper's ``beta = 0`` in the first epoch);
     - ``last_epoch``: the runner epoch of the last update (-1: none), so a
       hook calling :meth:`update` twice, or after a resume, is harmless.
 
-    ``sums`` and ``counts`` differ between processes until :meth:`update`.
-    :attr:`local_buffers` names them so that a wrapper does not overwrite
-    them with rank 0's (see ``SKDImageClassifier``). After a checkpoint is
-    loaded, processes other than rank 0 zero their ``sums``/``counts``:
-    a checkpoint holds totals over all processes (see ``SoftLabelBankHook``)
-    that must be counted once.
+    The bank knows nothing of processes: with several, ``sums``/``counts``
+    hold what this process saw, and
+    :class:`~skd_bnn_mm.engine.hooks.SoftLabelBankHook` sums them over the
+    processes before :meth:`update` and in mid-epoch checkpoints.
     """
-
-    #: buffers whose values are per process until :meth:`update`
-    local_buffers = ('sums', 'counts')
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -80,14 +74,12 @@ class SoftLabelBank(nn.Module):
 
     @torch.no_grad()
     def update(self, epoch: int = -1) -> None:
-        """Fold the epoch into the bank (collective: call on every process).
+        """Fold the running sums into the bank and start new ones.
 
         Args:
             epoch: the runner epoch that just finished, stored in
                 ``last_epoch``.
         """
-        dist.all_reduce(self.sums)
-        dist.all_reduce(self.counts)
         seen = self.counts > 0
         mean = self.sums / self.counts.clamp_min(1).to(self.sums.dtype)[:, None]
         self.bank.copy_(torch.where(seen[:, None], mean, self.bank))
@@ -96,12 +88,6 @@ class SoftLabelBank(nn.Module):
         self.counts.zero_()
         self.num_updates += 1
         self.last_epoch.fill_(epoch)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if dist.get_rank() != 0:
-            self.sums.zero_()
-            self.counts.zero_()
 
     def extra_repr(self) -> str:
         return f'num_classes={self.num_classes}'
