@@ -9,13 +9,13 @@ import math
 import os
 import os.path as osp
 import pickle
-import subprocess
 import sys
 
 import pytest
 import torch
 from official_data import (CHECKPOINT, CONFIGS, ROOT, SHA256,
                            expected_target, official_file)
+from tool_cli import run_tool
 
 from skd_bnn_mm.engine.hooks.ede_hook import ede_schedule
 from skd_bnn_mm.utils import load_checkpoint_file
@@ -31,17 +31,6 @@ TEST = osp.join(ROOT, 'tools', 'test.py')
 CONFIG = osp.join(ROOT, CONFIGS['resnet20_cifar10'])
 #: the authors' own code with these weights on the bundled JPEG test set
 AUTHORS_TOP1 = 78.74
-
-
-def run(args, root=None, check=True):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    if root is not None:
-        env.update(CIFAR10_ROOT=root, CIFAR10_VERIFY_MD5='False')
-    proc = subprocess.run([sys.executable, *map(str, args)], env=env,
-                          capture_output=True, text=True, cwd=ROOT)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope='module')
@@ -94,7 +83,8 @@ def test_top1_on_the_whole_bundled_test_set(converted, cifar10_subset,
               'rb') as f:
         assert len(pickle.load(f)['labels']) == 10000
     metrics = tmp_path / 'metrics.json'
-    run([TEST, CONFIG, ckpt, '--work-dir', tmp_path, '--out', metrics], root)
+    run_tool([TEST, CONFIG, ckpt, '--work-dir', tmp_path, '--out', metrics],
+             root)
     top1 = json.loads(metrics.read_text())['accuracy/top1']
     assert abs(top1 - AUTHORS_TOP1) <= 0.1, top1
 
@@ -149,7 +139,7 @@ def test_bad_input_says_what_and_writes_nothing(kind, tmp_path):
 def test_failed_conversion_keeps_an_existing_output(tmp_path):
     dst = tmp_path / 'converted.pth'
     dst.write_bytes(b'previous result')
-    proc = run([CONVERTER, official_file(CHECKPOINT), dst, '--model',
+    proc = run_tool([CONVERTER, official_file(CHECKPOINT), dst, '--model',
                 'resnet18_cifar10'], check=False)
     assert proc.returncode == 1 and 'It is a resnet20_cifar10' in proc.stderr
     assert 'Traceback' not in proc.stderr
@@ -171,7 +161,7 @@ def test_fine_tuning_from_converted_weights_starts_trained(
     the first iteration's loss is that of a trained network."""
     _, ckpt, _ = converted
     root = cifar10_subset(20, 10)
-    proc = run([TRAIN, CONFIG, '--work-dir', tmp_path, '--cfg-options',
+    proc = run_tool([TRAIN, CONFIG, '--work-dir', tmp_path, '--cfg-options',
                 f'load_from={ckpt}', 'train_cfg.max_epochs=1',
                 'param_scheduler.warmup=0',
                 'default_hooks.logger.interval=1',

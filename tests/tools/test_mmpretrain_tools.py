@@ -1,15 +1,14 @@
 """tools/test.py output in mmpretrain's formats, image-file inference,
 ModelHub names and --auto-scale-lr, on a checkpoint of a real tiny run."""
 import json
-import os
 import os.path as osp
 import pickle
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from tool_cli import run_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
@@ -21,16 +20,6 @@ if ROOT not in sys.path:  # tools/ is imported from the checkout
 from tools import test as test_tool  # noqa: E402
 
 
-def run(args, root, check=True):
-    env = dict(os.environ, CIFAR10_ROOT=root, CIFAR10_VERIFY_MD5='False',
-               PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, *map(str, args)], env=env,
-                          capture_output=True, text=True, cwd=ROOT)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
 @pytest.fixture(scope='module')
 def tested(cifar10_subset, tmp_path_factory):
     """One epoch of the tiny SKD-BNN ResNet-20 (2 x 50 images, with
@@ -38,10 +27,11 @@ def tested(cifar10_subset, tmp_path_factory):
     images."""
     root = cifar10_subset(10, 10)
     work = tmp_path_factory.mktemp('tiny_tools')
-    run([TRAIN, TINY, '--work-dir', work, '--auto-scale-lr'], root)
+    run_tool([TRAIN, TINY, '--work-dir', work, '--auto-scale-lr'], root)
     ckpt = work / 'epoch_1.pth'
     pred = work / 'pred.pkl'
-    run([TEST, TINY, ckpt, '--work-dir', work / 'test', '--out', pred], root)
+    run_tool([TEST, TINY, ckpt, '--work-dir', work / 'test', '--out', pred],
+             root)
     return root, ckpt, pred
 
 
