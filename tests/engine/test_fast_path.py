@@ -1,5 +1,5 @@
 """Fast paths give the plain path's results: bitwise where the maths is exact
-(binary convs, reused standardised weights), within float rounding elsewhere
+(binary convs), within float rounding elsewhere
 (on a model small enough that rounding flips no binary activation).
 """
 import copy
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import HOOKS, MODELS
-from mmpretrain.structures import DataSample
+from tiny_skd_step import SGD, TINY_SKD, random_batches, tiny_skd_model
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from skd_bnn_mm.engine.fast import (amp_optim_wrapper_cfg, compile_train_step,
@@ -26,40 +26,13 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 CL = torch.channels_last
 
-#: SKD-BNN ResNet-20 shrunk for the CPU: 4/8/16 channels, 8x8 images
-TINY_SKD = dict(
-    type='SKDImageClassifier',
-    data_preprocessor=dict(num_classes=10, mean=[125.3, 123.0, 113.9],
-                           std=[63.0, 62.1, 66.7], to_rgb=False),
-    backbone=dict(type='BNNResNet20CIFAR', stem_channels=4),
-    neck=dict(type='PoolBNNeck', in_channels=16, pool='avg', norm=True),
-    head=dict(type='LinearClsHead', num_classes=10, in_channels=16,
-              loss=dict(type='CrossEntropyLoss')),
-    distill=dict(units=r'layer\d+\.\d+\.act\d'))
-SGD = dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9,
-                          weight_decay=1e-4))
-
 
 def _model(dtype=torch.float32, channels_last=False):
-    torch.manual_seed(0)
-    model = MODELS.build(copy.deepcopy(TINY_SKD))
-    model.init_weights()
+    model = tiny_skd_model()
     model.to(dtype).train()
     if channels_last:
         to_channels_last(model)
     return model
-
-
-def _batches(n=3, bs=8, hw=8):
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        images = torch.randint(0, 256, (bs, 3, hw, hw), generator=g,
-                               dtype=torch.uint8)
-        labels = torch.randint(0, 10, (bs, ), generator=g)
-        out.append(dict(inputs=list(images.unbind(0)), data_samples=[
-            DataSample().set_gt_label(int(y)) for y in labels]))
-    return out
 
 
 def _layouts(model):
@@ -124,7 +97,7 @@ def test_binary_conv_bf16_autocast_is_fp32_rounded_once():
 def _train(model, optim_cfg=SGD, steps=3):
     optim_wrapper = build_optim_wrapper(model, copy.deepcopy(optim_cfg))
     return [{k: float(v.detach()) for k, v in model.train_step(
-        b, optim_wrapper).items()} for b in _batches(steps)]
+        b, optim_wrapper).items()} for b in random_batches(steps)]
 
 
 def test_skd_steps_channels_last_match_plain_float32():
@@ -152,7 +125,7 @@ def test_skd_steps_channels_last_match_plain_float64():
         model = _model(torch.float64, channels_last)
         optim_wrapper = build_optim_wrapper(model, copy.deepcopy(SGD))
         losses = []
-        for batch in _batches():
+        for batch in random_batches():
             data = model.data_preprocessor(batch, True)
             data['inputs'] = data['inputs'].double()
             parts = model(**data, mode='loss')
@@ -166,7 +139,7 @@ def test_skd_steps_channels_last_match_plain_float64():
 def test_autocast_optim_wrapper_bf16_matches_manual_autocast_step():
     model = _model()
     reference = copy.deepcopy(model)
-    batch = _batches(1)[0]
+    batch = random_batches(1)[0]
     dtypes = []
     handles = [m.register_forward_hook(
         lambda mod, args, out: dtypes.append(out.dtype))
