@@ -140,7 +140,7 @@ def test_failed_conversion_keeps_an_existing_output(tmp_path):
     dst = tmp_path / 'converted.pth'
     dst.write_bytes(b'previous result')
     proc = run_tool([CONVERTER, official_file(CHECKPOINT), dst, '--model',
-                'resnet18_cifar10'], check=False)
+                     'resnet18_cifar10'], check=False)
     assert proc.returncode == 1 and 'It is a resnet20_cifar10' in proc.stderr
     assert 'Traceback' not in proc.stderr
     assert dst.read_bytes() == b'previous result'
@@ -162,13 +162,13 @@ def test_fine_tuning_from_converted_weights_starts_trained(
     _, ckpt, _ = converted
     root = cifar10_subset(20, 10)
     proc = run_tool([TRAIN, CONFIG, '--work-dir', tmp_path, '--cfg-options',
-                f'load_from={ckpt}', 'train_cfg.max_epochs=1',
-                'param_scheduler.warmup=0',
-                'default_hooks.logger.interval=1',
-                'train_dataloader.num_workers=0',
-                'train_dataloader.persistent_workers=False',
-                'val_dataloader.num_workers=0',
-                'val_dataloader.persistent_workers=False'], root)
+                     f'load_from={ckpt}', 'train_cfg.max_epochs=1',
+                     'param_scheduler.warmup=0',
+                     'default_hooks.logger.interval=1',
+                     'train_dataloader.num_workers=0',
+                     'train_dataloader.persistent_workers=False',
+                     'val_dataloader.num_workers=0',
+                     'val_dataloader.persistent_workers=False'], root)
     log = proc.stdout + proc.stderr
     assert f'Load checkpoint from {ckpt}' in log
     assert 'do not match exactly' not in log  # every entry loaded
