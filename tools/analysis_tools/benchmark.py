@@ -55,11 +55,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 from mmengine.hooks import Hook  # noqa: E402
 
-from skd_bnn_mm.engine.optim.amp import AMP_CHOICES, config_amp  # noqa: E402
+from skd_bnn_mm.engine.optim.amp import (AMP_CHOICES,  # noqa: E402
+                                         amp_optim_wrapper_cfg, config_amp)
 
 from tools.analysis_tools._common import (guess_input_shape,  # noqa: E402
                                           load_config)
-
 
 
 def parse_args(argv=None):
@@ -136,7 +136,6 @@ def config_options(cfg, args):
 def optim_wrapper_cfg(cfg, amp, device):
     """The config's ``optim_wrapper``; converted only for an explicit
     ``--amp`` (``amp`` not None)."""
-    from skd_bnn_mm.engine.fast import amp_optim_wrapper_cfg
     base = cfg.optim_wrapper
     base = base.to_dict() if hasattr(base, 'to_dict') else dict(base)
     return base if amp is None else amp_optim_wrapper_cfg(base, amp, device)
