@@ -12,7 +12,7 @@ import os.path as osp
 import pickle
 import zipfile
 from collections import OrderedDict, defaultdict
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 import torch
@@ -156,6 +156,26 @@ def state_dict_problems(state_dict, limit: int = 8) -> List[str]:
                 int(value.min()) < 0:
             problems.append(f'{key} is negative ({int(value.min())}), a '
                             'count cannot be')
+    if len(problems) > limit:
+        problems = problems[:limit] + [f'... and {len(problems) - limit} more']
+    return problems
+
+
+def state_dict_mismatches(model_state: Dict, ckpt_state: Dict,
+                          limit: int = 8) -> List[str]:
+    """Human-readable differences between two state dicts (keys and shapes)."""
+    ckpt_state = {k[len('module.'):] if k.startswith('module.') else k: v
+                  for k, v in ckpt_state.items()}
+    problems = []
+    for key, value in model_state.items():
+        if key not in ckpt_state:
+            problems.append(f'missing in checkpoint: {key}')
+        elif tuple(ckpt_state[key].shape) != tuple(value.shape):
+            problems.append(
+                f'{key}: checkpoint {tuple(ckpt_state[key].shape)} vs model '
+                f'{tuple(value.shape)}')
+    problems += [f'not in model: {key}' for key in ckpt_state
+                 if key not in model_state]
     if len(problems) > limit:
         problems = problems[:limit] + [f'... and {len(problems) - limit} more']
     return problems

@@ -17,3 +17,5 @@ from .setup_check_hook import SetupCheckHook  # noqa: E402
 __all__ += ['SetupCheckHook']
 from .binary_input_check_hook import BinaryInputCheckHook  # noqa: E402
 __all__ += ['BinaryInputCheckHook']
+from .resume_check_hook import ResumeCheckHook  # noqa: E402
+__all__ += ['ResumeCheckHook']
