@@ -1,29 +1,21 @@
-"""Opt-in speed switches for training: memory format, autocast, compile.
+"""Opt-in speed switches for training: memory format and compile.
 
-What is on by default needs no switch: the SKD teacher pass reuses the
-standardised weights of the student pass (bitwise the same values; see
-:class:`~skd_bnn_mm.models.distill.SelfTeacher`). The switches here change
-the rounding of the full-precision parts, so they are opt-in. A binary
-network amplifies rounding: a pre-activation that moves across 0 flips a
-sign, and the flips spread through the later layers, so runs with and
-without a switch separate after a few steps (docs/speed.md has numbers):
+They change the rounding of the full-precision parts (a binary network
+amplifies rounding: a pre-activation that moves across 0 flips a sign, and
+the flips spread through later layers), so none is on by default;
+docs/speed.md has the measurements.
 
-- :func:`to_channels_last`: NHWC tensors for the convs. The binary convs
-  stay exact (their products are +-2^k and the sums are small integers
-  times 2^k, so any summation order gives the same float32 value); the
-  full-precision stem, the teacher's real conv and the BNs round
-  differently (on CPU the NHWC BatchNorm is markedly less accurate).
-- :func:`amp_optim_wrapper_cfg` (from :mod:`skd_bnn_mm.engine.optim.amp`):
-  bf16 / fp16 autocast through the optim wrapper (``AutocastOptimWrapper``
-  on CPU, fp16 with ``torch.amp.GradScaler``; mmengine's
-  ``AmpOptimWrapper`` on CUDA).
-- :func:`compile_train_step`: ``torch.compile`` of ``train_step``, exactly
-  as mmengine does for ``compile=True`` in a config.
+- :func:`to_channels_last`: NHWC tensors for the convs. Binary convs stay
+  exact (their products are +-2^k, so any summation order gives the same
+  float32 sum); the full-precision stem, the teacher's real conv and the
+  BatchNorms round differently. Applied by
+  :class:`~skd_bnn_mm.engine.hooks.FastPathHook`.
+- :func:`compile_train_step`: ``torch.compile`` of ``train_step``, as
+  mmengine does for ``compile=True``; :func:`keep_optimizer_step_uncompiled`
+  keeps the optimizer step out of the graph (``SafeRunner`` applies it).
 
-In a training config use ``custom_hooks=[dict(type='FastPathHook',
-channels_last=True)]``, an ``optim_wrapper`` of the types above, and
-``compile=True``. docs/speed.md has the measurements and what was not
-measured (everything on CUDA).
+Autocast is an optim wrapper type, chosen in one place:
+:mod:`skd_bnn_mm.engine.optim.amp`.
 """
 import shutil
 from typing import Optional
@@ -86,9 +78,8 @@ def compile_train_step(model: nn.Module,
     ``torch.compile`` options) in a config. The SKD-BNN loss (both passes
     and all losses) is one graph, traced at the first step and reused (the
     second step compiles the optimizer's momentum state); docs/speed.md has
-    the CPU speed-up (2.1x for SKD-BNN ResNet-20) and why nothing on a
-    module may change per step. On CUDA it is not measured. Fused kernels
-    round differently.
+    the speed-up and why nothing on a module may change per step. Fused
+    kernels round differently.
     """
     if not callable(getattr(torch, 'compile', None)):
         raise RuntimeError('torch.compile needs PyTorch >= 2.0; drop '

@@ -14,8 +14,8 @@ class FastPathHook(Hook):
     batches to the channels-last layout (see
     :func:`~skd_bnn_mm.engine.fast.to_channels_last`): binary convs give
     bitwise the same outputs; full-precision convs and BNs round
-    differently, which a binary network amplifies (on CPU it is slower and
-    less accurate; on CUDA unmeasured, see docs/speed.md). It is applied before training, validation and testing,
+    differently, which a binary network amplifies (docs/speed.md). It is
+    applied before training, validation and testing,
     after the weights are initialised or loaded (loading copies into the
     converted parameters and keeps their layout); applying it twice is
     harmless. Autocast and ``torch.compile`` are set elsewhere (an
