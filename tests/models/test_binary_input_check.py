@@ -1,7 +1,7 @@
-"""The first-forward check for binary convs that only ever see inputs >= 0."""
+"""The first-forward check for binary convs that only ever see inputs >= 0
+(its hook: tests/engine/hooks/test_binary_input_check_hook.py)."""
 import copy
 import os.path as osp
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmpretrain.registry import HOOKS, MODELS
+from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from skd_bnn_mm.models.layers import IRConv2d
@@ -174,19 +174,6 @@ def test_one_check_per_conv():
     with pytest.warns(NonNegativeBinaryInputWarning):
         net(torch.randn(2, 3, 8, 8))
     assert first.done and len(first.findings) == 1
-
-
-def test_hook_refuses_at_first_iteration():
-    hook = HOOKS.build(dict(type='BinaryInputCheckHook'))
-    model = _classifier(RELU_BACKBONE)
-    runner = SimpleNamespace(model=model)
-    hook.before_train(runner)
-    with pytest.raises(NonNegativeBinaryInputError, match='19 of 20'):
-        _loss_forward(model)
-    hook.after_train_iter(runner, 0)
-    assert all(v == (0, 0) for v in _hook_counts(model).values())
-    with pytest.raises(ValueError, match="'error' or 'warn'"):
-        HOOKS.build(dict(type='BinaryInputCheckHook', action='maybe'))
 
 
 def test_skd_convcfg_config_trains_past_the_check():
