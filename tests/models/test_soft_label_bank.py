@@ -1,17 +1,8 @@
-"""Soft-label bank: filtering, update, checkpoints, and its hook."""
-import json
-import logging
-import math
-import os.path as osp
-from types import SimpleNamespace
-
+"""Soft-label bank: filtering, update, checkpoints (its hook:
+tests/engine/hooks/test_soft_label_bank_hook.py)."""
 import pytest
 import torch
-from mmengine.hooks import CheckpointHook
-from mmengine.logging import MessageHub
-from mmengine.runner.priority import get_priority
 
-from skd_bnn_mm.engine.hooks import SoftLabelBankHook
 from skd_bnn_mm.models.distill import SoftLabelBank
 
 
@@ -84,85 +75,6 @@ def test_invalid_arguments():
         SoftLabelBank(1)
     with pytest.raises(ValueError, match=r'\[B, 3\]'):
         SoftLabelBank(3).accumulate(torch.zeros(2, 4), torch.zeros(2).long())
-    with pytest.raises(ValueError, match='save_interval'):
-        SoftLabelBankHook(save_interval=-1)
-
-
-class _Model(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.soft_label_bank = SoftLabelBank(3)
-
-
-def _runner(tmp_path, epoch=0):
-    hub = MessageHub.get_instance(f'skd_bank_test_{tmp_path.name}')
-    dataset = SimpleNamespace(metainfo=dict(classes=('cat', 'dog', 'emu')))
-    return SimpleNamespace(
-        model=_Model(), epoch=epoch, iter=7, message_hub=hub,
-        logger=logging.getLogger('skd_bank_test'), work_dir=str(tmp_path),
-        train_dataloader=SimpleNamespace(dataset=dataset))
-
-
-def test_hook_updates_once_per_epoch_and_dumps(tmp_path):
-    runner = _runner(tmp_path)
-    bank = runner.model.soft_label_bank
-    hook = SoftLabelBankHook(save_interval=2)
-    hook.before_train(runner)
-    bank.accumulate(_logits(), torch.tensor([0, 1, 1, 0, 2]))
-    hook.after_train_epoch(runner)
-    hook.after_train_epoch(runner)  # twice in the same epoch: no effect
-    assert int(bank.num_updates) == 1 and int(bank.last_epoch) == 0
-    first = bank.bank.clone()
-    assert not osp.exists(osp.join(str(tmp_path), 'soft_label_bank'))
-    runner.epoch = 1
-    bank.accumulate(torch.tensor([[0.0, 0.0, 6.0]]), torch.tensor([2]))
-    hook.after_train_epoch(runner)
-    assert int(bank.num_updates) == 2
-    with open(osp.join(str(tmp_path), 'soft_label_bank', 'epoch_2.json')) as f:
-        dump = json.load(f)
-    assert dump['epoch'] == 2 and dump['classes'] == ['cat', 'dog', 'emu']
-    assert dump['correct_counts'] == [0, 0, 1]
-    assert dump['bank']['cat'] == first[0].tolist()
-    assert dump['bank']['emu'] == [0.0, 0.0, 6.0]
-
-
-def test_hook_after_resume_and_after_load_from(tmp_path):
-    runner = _runner(tmp_path, epoch=3)
-    bank = runner.model.soft_label_bank
-    hook = SoftLabelBankHook()
-    # resumed from the end of epoch index 2: bank already holds it
-    bank.last_epoch.fill_(2)
-    hook.before_train(runner)
-    assert int(bank.last_epoch) == 2
-    hook.after_train_epoch(runner)  # epoch index 3 is folded in
-    assert int(bank.last_epoch) == 3 and int(bank.num_updates) == 1
-    # load_from a run that went further (e.g. stage 1 of 128 epochs)
-    runner = _runner(tmp_path, epoch=0)
-    bank = runner.model.soft_label_bank
-    bank.last_epoch.fill_(127)
-    hook.before_train(runner)
-    assert int(bank.last_epoch) == -1
-    hook.after_train_epoch(runner)
-    assert int(bank.num_updates) == 1 and int(bank.last_epoch) == 0
-
-
-def test_hook_runs_before_checkpoint_hook():
-    assert get_priority(SoftLabelBankHook.priority) < get_priority(
-        CheckpointHook.priority)
-
-
-def test_hook_leaves_the_loss_check_to_finite_loss_hook(tmp_path):
-    """The non-finite loss check is FiniteLossHook's (in every config, and
-    tested with it); the bank hook no longer raises on a non-finite part."""
-    runner = _runner(tmp_path)
-    hook = SoftLabelBankHook()
-    outputs = dict(loss=torch.tensor(math.nan), loss_cls=torch.tensor(1.0),
-                   loss_feat=torch.tensor(math.inf))
-    for key, value in outputs.items():  # what RuntimeInfoHook does
-        runner.message_hub.update_scalar(f'train/{key}', value)
-    hook.after_train_iter(runner, 0, None, outputs)
-    SoftLabelBankHook(check_finite=False).after_train_iter(runner, 0, None,
-                                                           outputs)
 
 
 def test_fp16_logits_are_summed_in_float32_over_an_epoch():
