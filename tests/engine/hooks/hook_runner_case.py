@@ -24,6 +24,8 @@ or the hook's methods on that runner). What this adds to
   the thread counts mmengine sets for distributed runs).
 - ``get_hook(runner, hook_type)``: the one hook of that class the runner
   built from the config.
+- ``start_gloo(cfg)``: that first step alone, for a runner built in a
+  spawned process (``SafeRunner.from_cfg(cfg)`` after it).
 - :class:`ToyImageDataset`: registered in mmengine's ``DATASETS`` during
   each test (a spawned process registers it with
   ``DATASETS.register_module(module=ToyImageDataset, force=True)``).
