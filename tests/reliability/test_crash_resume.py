@@ -7,8 +7,9 @@ resumed with ``--resume``; its final checkpoint must equal that of an
 uninterrupted run bit for bit: weights, BN statistics, soft-label bank,
 EDE buffers, optimizer and scheduler state.
 
-The unit tests below show why the hook is needed: without it the
-augmentation of an epoch depends on how many epochs ran in the process.
+Why the hook is needed (without it the augmentation of an epoch depends on
+how many epochs ran in the process) is shown on real runners in
+tests/engine/hooks/test_epoch_seed_hook.py.
 """
 import os
 import signal
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 from reliability_utils import (EPOCHS, ITERS_PER_EPOCH, TINY, TRAIN, cli_env,
                                load, run_cli, write_config)
@@ -136,92 +136,3 @@ default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10,
                          sums / counts.clamp_min(1)[:, None],
                          got['soft_label_bank.bank'])
     assert torch.equal(folded, ref['soft_label_bank.bank'])
-
-
-# ---- EpochSeedHook, in isolation -------------------------------------------
-
-def _augmented(dataset, idx):
-    """Sample ``idx`` as the model sees it: the pipeline crops and flips."""
-    return dataset[idx]['inputs']
-
-
-def _dataset(data_root):
-    from mmengine.config import Config
-    from mmpretrain.registry import DATASETS
-    cfg = Config.fromfile(TINY).train_dataloader.dataset
-    cfg.data_root, cfg.verify_md5 = data_root, False
-    return DATASETS.build(cfg)
-
-
-class _Runner:
-    """What EpochSeedHook reads from a runner."""
-
-    def __init__(self, dataset, seed=0):
-        from types import SimpleNamespace
-        self.seed, self.epoch = seed, 0
-        self.train_dataloader = SimpleNamespace(
-            dataset=dataset, sampler=SimpleNamespace(seed=None))
-        self._randomness_cfg = dict(seed=seed)
-        self.logger = SimpleNamespace(warning=print)
-
-
-def test_augmentation_depends_on_seed_epoch_and_sample_only(data_root):
-    from skd_bnn_mm.engine.hooks import EpochSeedHook
-    from skd_bnn_mm.engine.hooks.epoch_seed_hook import SeededPipeline
-
-    # without the hook: the same sample in "epoch 2" depends on what was
-    # drawn before (an interrupted and resumed run draws differently)
-    plain = _dataset(data_root)
-    np.random.seed(0)
-    _augmented(plain, 5)
-    after_one = _augmented(plain, 7)
-    np.random.seed(0)
-    assert not torch.equal(_augmented(plain, 7), after_one)
-
-    def epoch_draw(dataset, seed, epoch, idx, before=()):
-        runner = _Runner(dataset, seed)
-        hook = EpochSeedHook()
-        hook.before_train(runner)
-        for e in range(epoch + 1):  # epochs that ran in this process
-            runner.epoch = e
-            hook.before_train_epoch(runner)
-            for j in before:
-                _augmented(dataset, j)
-        assert runner.train_dataloader.sampler.seed == seed
-        return _augmented(dataset, idx)
-
-    ds = _dataset(data_root)
-    x = epoch_draw(ds, 0, 2, 7, before=(1, 2, 3))
-    assert isinstance(ds.pipeline, SeededPipeline)
-    assert ds.pipeline.transforms  # attributes fall through
-    # same (seed, epoch, sample) -> same image, whatever ran before ...
-    assert torch.equal(epoch_draw(_dataset(data_root), 0, 2, 7), x)
-    # ... and the caller's generators are left where they were
-    np.random.seed(123)
-    expected = np.random.rand()
-    np.random.seed(123)
-    _augmented(ds, 4)
-    assert np.random.rand() == expected
-    # another epoch or another seed -> another augmentation (random crop
-    # with 4-pixel padding and flips: a collision over 3 draws would mean
-    # the seed is ignored)
-    others = [epoch_draw(_dataset(data_root), 0, e, 7) for e in (0, 1)] + \
-        [epoch_draw(_dataset(data_root), 1, 2, 7)]
-    assert sum(torch.equal(o, x) for o in others) == 0
-
-
-def test_main_process_generators_follow_seed_and_epoch(data_root):
-    from skd_bnn_mm.engine.hooks import EpochSeedHook
-    runner = _Runner(_dataset(data_root), seed=3)
-    hook = EpochSeedHook(seed_samples=False)
-    draws = []
-    for epoch in (0, 1, 1):
-        torch.rand(5)  # whatever happened before must not matter
-        runner.epoch = epoch
-        hook.before_train_epoch(runner)
-        draws.append((torch.rand(3), np.random.rand(), __import__(
-            'random').random()))
-    assert torch.equal(draws[1][0], draws[2][0])
-    assert draws[1][1:] == draws[2][1:]
-    assert not torch.equal(draws[0][0], draws[1][0])
-    assert draws[0][1] != draws[1][1]
