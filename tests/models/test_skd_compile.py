@@ -8,26 +8,8 @@ import torch
 from mmengine.optim import build_optim_wrapper
 
 from skd_bnn_mm.engine.fast import compile_train_step
-from tiny_skd_step import SGD, random_batches, tiny_skd_model
-
-
-def _epoch_end(model):
-    """What the Runner does between epochs: the bank update, validation
-    (eval mode) and train() again."""
-    model.soft_label_bank.update(epoch=0)
-    model.eval()
-    model.train()
-
-
-def _train(model, steps, epoch_end_after=None):
-    optim_wrapper = build_optim_wrapper(model, copy.deepcopy(SGD))
-    out = []
-    for i, batch in enumerate(random_batches(steps)):
-        out.append({k: float(v.detach()) for k, v in model.train_step(
-            batch, optim_wrapper).items()})
-        if i == epoch_end_after:
-            _epoch_end(model)
-    return out
+from tiny_skd_step import (SGD, epoch_end, random_batches, tiny_skd_model,
+                           train_steps)
 
 
 def test_skd_loss_is_one_graph_without_breaks():
@@ -58,7 +40,7 @@ def test_compiled_skd_step_is_traced_once_and_matches_eager():
     from torch._dynamo import reset
     from torch._dynamo.utils import counters
     reference = tiny_skd_model()
-    eager = _train(reference, steps=5, epoch_end_after=2)
+    eager = train_steps(reference, steps=5, epoch_end_after=2)
     reset()
     counters.clear()
     try:
@@ -70,7 +52,7 @@ def test_compiled_skd_step_is_traced_once_and_matches_eager():
             compiled.append({k: float(v.detach()) for k, v in out.items()})
             graphs.append(counters['stats']['unique_graphs'])
             if i == 2:
-                _epoch_end(model)
+                epoch_end(model)
     finally:
         reset()
     # step 1 traces the SKD loss, step 2 the optimizer with its momentum
