@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -209,3 +210,52 @@ def test_inside_mmpretrain_vgg_with_bias():
     out = net(torch.randn(2, 3, 16, 16))[-1]
     out.sum().backward()
     assert convs[1].bias.grad is not None
+
+
+# ------------------------------------------------- layouts and autocast
+@pytest.mark.parametrize('cin,cout,stride,groups', [(16, 32, 1, 1),
+                                                    (64, 64, 2, 1),
+                                                    (8, 12, 2, 2)])
+def test_binary_conv_channels_last_is_bitwise_exact(cin, cout, stride,
+                                                    groups):
+    torch.manual_seed(cin + stride)
+    conv = IRConv2d(cin, cout, 3, stride, 1, groups=groups, bias=False)
+    conv_cl = copy.deepcopy(conv).to(memory_format=torch.channels_last)
+    x = torch.randn(3, cin, 9, 9)
+    x[0, :, 0, :4] = 0.0  # exact zeros binarise to +1 in both layouts
+    y = conv(x)
+    y_cl = conv_cl(x.contiguous(memory_format=torch.channels_last))
+    assert y_cl.is_contiguous(memory_format=torch.channels_last) and \
+        not y_cl.is_contiguous()
+    # +-1 inputs times +-2^k weights: sums of small integers times 2^k,
+    # exact in float32 in any summation order
+    assert torch.equal(y, y_cl)
+    assert y.abs().max() > 8  # not a degenerate all-small output
+
+
+def test_binary_conv_bf16_autocast_is_fp32_rounded_once():
+    torch.manual_seed(0)
+    # 515 inputs: sums up to 515, beyond bf16's 8-bit significand, so a bf16
+    # accumulator would lose ones while a float32 one rounds only at the end
+    conv = IRConv2d(515, 6, 1, bias=False)
+    wb = conv.standardized_weight().detach()
+    scale = conv.weight_scale(wb).flatten()
+    x = torch.randn(2, 515, 3, 3)
+    x[0, :, 0, 0] = torch.where(wb[0, :, 0, 0] >= 0, 1.0, -1.0)
+    x[1, :, 1, 1] = torch.where(wb[1, :, 0, 0] >= 0, -1.0, 1.0)
+    conv3 = IRConv2d(16, 8, 3, 1, 1, bias=False)
+    x3 = torch.randn(4, 16, 6, 6)
+    outputs = []
+    for layer, inp in ((conv, x), (conv3, x3)):
+        y32 = layer(inp)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            y16 = layer(inp)
+        assert y32.dtype == torch.float32 and y16.dtype == torch.bfloat16
+        assert torch.equal(y16.float(), y32.to(torch.bfloat16).float())
+        outputs.append((y32, y16))
+    (y32, y16), _ = outputs
+    assert float(y32[0, 0, 0, 0]) == 515 * float(scale[0])
+    assert float(y32[1, 1, 1, 1]) == -515 * float(scale[1])
+    # 515 is not a bf16 number; the nearest one, 516, is what comes out
+    assert float(y16[0, 0, 0, 0]) == 516 * float(scale[0])
+    assert float(y16[1, 1, 1, 1]) == -516 * float(scale[1])

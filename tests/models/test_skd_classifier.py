@@ -1,10 +1,15 @@
-"""SKDImageClassifier: losses, teacher only in training, ablations, errors."""
+"""SKDImageClassifier: losses, teacher only in training, ablations, errors,
+the same SKD steps in the channels-last layout."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from tiny_skd_step import SGD, random_batches, tiny_skd_model, train_steps
 
 from skd_bnn_mm.models.classifiers import SKDImageClassifier
 from skd_bnn_mm.models.distill import (OutputRecorder, SelfTeacher,
@@ -299,7 +304,6 @@ def test_deepcopy_gets_its_own_twin_and_hooks():
     the copy's twin shares the copy's parameters and its recorder hooks are
     the copy's. Changing the copy's binary weights changes its losses
     exactly as on a separately built model, and not the original's."""
-    import copy
     (x, samples, _) = _batch()
 
     def flip(m):  # a different model: the binary convs' weights negated
@@ -324,3 +328,54 @@ def test_deepcopy_gets_its_own_twin_and_hooks():
     for key in a:
         assert _f(a[key]) == _f(ref[key]), key
         assert _f(b[key]) == _f(ref_flipped[key]), key
+
+
+# ------------------------------------------------ channels-last layout
+def _channels_last_outputs(model):
+    """Records, per binary conv call of the next forwards, whether its
+    output is in the channels-last layout (and not also contiguous)."""
+    seen = []
+    handles = [m.register_forward_hook(
+        lambda mod, args, out: seen.append(out.is_contiguous(
+            memory_format=torch.channels_last) and not out.is_contiguous()))
+        for m in model.modules() if isinstance(m, IRConv2d)]
+    return seen, handles
+
+
+def test_skd_steps_channels_last_match_plain_float32():
+    """The student and teacher passes, the losses and the SGD steps give
+    the plain layout's losses in NHWC (within float32 rounding, on a model
+    small enough that rounding flips no binary activation)."""
+    plain = train_steps(tiny_skd_model())
+    fast_model = tiny_skd_model(channels_last=True)
+    layouts, handles = _channels_last_outputs(fast_model)
+    fast = train_steps(fast_model)
+    for h in handles:
+        h.remove()
+    assert layouts and all(layouts)  # the binary convs really ran NHWC
+    assert all(p.is_contiguous(memory_format=torch.channels_last)
+               for p in fast_model.parameters() if p.dim() == 4)
+    for a, b in zip(plain, fast):
+        assert a.keys() == b.keys()
+        assert a['loss_feat'] > 0 and a['loss_cluster'] > 0
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-9), key
+
+
+def test_skd_steps_channels_last_match_plain_float64():
+    """In float64 rounding is far too small to flip any sign, so the whole
+    three-step trajectory agrees to ~1e-15: any layout mistake would not."""
+    results = []
+    for channels_last in (False, True):
+        model = tiny_skd_model(torch.float64, channels_last)
+        optim_wrapper = build_optim_wrapper(model, copy.deepcopy(SGD))
+        losses = []
+        for batch in random_batches():
+            data = model.data_preprocessor(batch, True)
+            data['inputs'] = data['inputs'].double()
+            parts = model(**data, mode='loss')
+            optim_wrapper.update_params(sum(parts.values()))
+            losses.append([float(v.detach()) for v in parts.values()])
+        results.append(losses)
+    for a, b in zip(*results):
+        assert b == pytest.approx(a, rel=1e-12, abs=1e-15)

@@ -196,6 +196,21 @@ def test_label_losses_run_in_float32_for_bf16_inputs():
     assert logits.grad.abs().sum() > 0 and feats.grad.abs().sum() > 0
 
 
+def test_distill_loss_reduces_bf16_features_in_float32():
+    g = torch.Generator().manual_seed(0)
+    student = [torch.randn(4, 8, 6, 6, generator=g).to(torch.bfloat16)
+               .requires_grad_() for _ in range(3)]
+    teacher = [(s.detach().float() + 0.05 * torch.randn(
+        s.shape, generator=g)).to(torch.bfloat16) for s in student]
+    loss = ChannelSpatialDistillLoss()(student, teacher)
+    assert loss.dtype == torch.float32
+    exact = ChannelSpatialDistillLoss()([s.detach().double() for s in student],
+                                        [t.double() for t in teacher])
+    assert float(loss) == pytest.approx(float(exact), rel=1e-5)
+    loss.backward()
+    assert student[0].grad.dtype == torch.bfloat16
+
+
 def _naive_fp16_feat_loss(student, teacher):
     """The feature loss with every operation in fp16 (what autocast would
     give without the float32 reductions)."""

@@ -17,7 +17,7 @@ CPU fp16 convolutions compute their weight gradients ~50x slower than fp32
 ones (PyTorch's CPU kernels), so the test uses batches of 4 images; the
 figures in docs/speed.md come from running this file as a script:
 
-    python tests/test_fp16_steps.py --batch-size 32 --data-root DIR
+    python tests/engine/optim/test_fp16_steps.py --batch-size 32 --data-root DIR
 """
 import argparse
 import copy
@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
 CONFIG = osp.join(ROOT, 'configs', 'skd_bnn',
                   'skd-bnn_resnet20_1xb128_cifar10.py')
 PARTS = ('loss_cls', 'loss_feat', 'loss_label', 'loss_cluster')
