@@ -66,7 +66,6 @@ class AugmentationProbeHook(Hook):
             seed=runner.seed, sampler_seed=runner.train_dataloader.sampler
             .seed, order=[])
         if self.main_draws:
-            torch.rand(5)  # whatever happens here must not matter later
             seen['draws'] = (torch.rand(3), np.random.rand(), random.random())
         else:
             seen['image'] = self._probe(runner)
@@ -186,6 +185,8 @@ class TestEpochSeedHook(HookRunnerCase):
                                main_draws=True,
                                resume_from=self._ckpt('a', 1))
         assert list(resumed) == [1]
+        # what ran before epoch 2 differs: epoch 1's training in one
+        # runner, a resume in the other
         draws = [seen[0]['draws'], seen[1]['draws'], resumed[1]['draws']]
         # epoch 2 resumed draws what epoch 2 of the uninterrupted run drew
         assert torch.equal(draws[1][0], draws[2][0])
