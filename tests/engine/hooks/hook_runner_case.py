@@ -24,6 +24,8 @@ or the hook's methods on that runner). What this adds to
   the thread counts mmengine sets for distributed runs).
 - ``get_hook(runner, hook_type)``: the one hook of that class the runner
   built from the config.
+- ``worker_env(rank, world, port)``: the environment of one process
+  spawned by ``torch.multiprocessing`` (one thread).
 - ``start_gloo(cfg)``: that first step alone, for a runner built in a
   spawned process (``SafeRunner.from_cfg(cfg)`` after it).
 - :class:`ToyImageDataset`: registered in mmengine's ``DATASETS`` during
@@ -139,6 +141,15 @@ class HookRunnerCase(RunnerTestCase):
             cfg[key] = None
         cfg.randomness = dict(seed=0)
         return cfg
+
+
+def worker_env(rank: int, world: int, port: int) -> None:
+    """Environment of process ``rank`` of ``world`` spawned by
+    ``torch.multiprocessing`` for mmengine's pytorch launcher; one thread."""
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                      RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
 
 
 def start_gloo(cfg) -> None:

@@ -11,7 +11,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
-from hook_runner_case import HookRunnerCase, get_hook
+from hook_runner_case import HookRunnerCase, get_hook, worker_env
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
@@ -96,10 +96,7 @@ class StateRecordHook(Hook):
 
 
 def _worker(rank, port, cfg, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
-                      RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    worker_env(rank, WORLD, port)
     MODELS.register_module(module=BNToyModel, force=True)
     DATASETS.register_module(module=ToyDataset, force=True)
     for hook in (PerRankStateHook, StateRecordHook):

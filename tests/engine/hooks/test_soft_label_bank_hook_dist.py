@@ -14,7 +14,7 @@ import os.path as osp
 
 import torch
 import torch.multiprocessing as mp
-from hook_runner_case import HookRunnerCase
+from hook_runner_case import HookRunnerCase, worker_env
 from mmengine.hooks import Hook
 
 from skd_bnn_mm.models.classifiers import SKDImageClassifier
@@ -50,10 +50,7 @@ class BankProbe(Hook):
 
 
 def _worker(rank, port, out_dir, cfg_dict):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
-                      RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    worker_env(rank, WORLD, port)
     from hook_runner_case import ToyImageDataset, get_hook, start_gloo
     from mmengine.config import Config
     from mmengine.registry import DATASETS
