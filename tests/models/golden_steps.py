@@ -9,7 +9,10 @@ data preprocessor and optimizer are given explicitly, one CPU thread is used
 filled (so ``loss_label`` is not zero) and is folded once, as at an epoch end,
 after the third step.
 
-Rewrite the golden file (only when a change of results is intended)::
+Results are recorded per platform (:func:`platform_key`). Record this
+platform's entry (only from code known to be right, e.g. a commit whose
+results match on a platform already recorded; other platforms' entries are
+kept)::
 
     python tests/models/golden_steps.py --write
 """
@@ -43,11 +46,37 @@ BANK_BUFFERS = ('bank', 'sums', 'counts', 'last_counts', 'num_updates',
                 'last_epoch')
 
 
+def cpu_model() -> str:
+    """The CPU's model name: kernels with the same vector unit still round
+    differently across CPU vendors (MKL and oneDNN pick kernels per CPU)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
 def platform_key() -> dict:
     """What bitwise float results depend on besides the code."""
     return dict(torch=torch.__version__.split('+')[0],
                 cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                machine=platform.machine())
+                machine=platform.machine(), cpu=cpu_model())
+
+
+def load_golden() -> dict:
+    with open(GOLDEN) as f:
+        return json.load(f)
+
+
+def golden_for(golden: dict, key: dict):
+    """The recorded results of platform ``key``, or None."""
+    for entry in golden['platforms']:
+        if entry['platform'] == key:
+            return entry['models']
+    return None
 
 
 def _build(root: str, name: str):
@@ -155,14 +184,21 @@ def main() -> None:
     import skd_bnn_mm
     root = osp.dirname(osp.dirname(osp.abspath(skd_bnn_mm.__file__)))
     print(f'skd_bnn_mm from {skd_bnn_mm.__file__}', file=sys.stderr)
-    out = dict(platform=platform_key(), seed=SEED, batch=BATCH,
-               ede=[EDE_K, EDE_T],
-               models={n: run_steps(root, n) for n in CONFIGS})
-    text = json.dumps(out, indent=1, sort_keys=True)
-    if args.write:
+    key = platform_key()
+    entry = dict(platform=key,
+                 models={n: run_steps(root, n) for n in CONFIGS})
+    if args.write:  # this platform's entry; the other platforms' stay
+        golden = load_golden() if osp.isfile(GOLDEN) else dict(platforms=[])
+        if (golden.get('seed'), golden.get('batch'), golden.get('ede')) not \
+                in ((None, None, None), (SEED, BATCH, [EDE_K, EDE_T])):
+            sys.exit('the recorded platforms used another seed, batch or '
+                     'EDE state: record them all again')
+        golden.update(seed=SEED, batch=BATCH, ede=[EDE_K, EDE_T])
+        golden['platforms'] = [e for e in golden['platforms']
+                               if e['platform'] != key] + [entry]
         with open(GOLDEN, 'w') as f:
-            f.write(text + '\n')
-    print(text)
+            f.write(json.dumps(golden, indent=1, sort_keys=True) + '\n')
+    print(json.dumps(entry, indent=1, sort_keys=True))
 
 
 if __name__ == '__main__':
