@@ -75,8 +75,8 @@ class ResumeCheckHook(Hook):
                                '_get_value_called_within_step', 'verbose'})
 
     def __init__(self) -> None:
-        self._config_state = None
-        self._resumed_from = None
+        # (resumed file, the config's schedule state) until before_train
+        self._pending = None
 
     # --- every load -------------------------------------------------------
 
@@ -111,8 +111,7 @@ class ResumeCheckHook(Hook):
                 'the work dir was changed.')
         # optimizer and schedulers are restored after this hook: keep the
         # config's values to put back in before_train
-        self._config_state = self._schedule_state(runner)
-        self._resumed_from = filename
+        self._pending = (filename, self._schedule_state(runner))
 
     @staticmethod
     def _check_training_checkpoint(checkpoint, filename) -> None:
@@ -215,10 +214,9 @@ class ResumeCheckHook(Hook):
         return groups, scheds
 
     def before_train(self, runner) -> None:
-        if self._config_state is None:
+        if self._pending is None:
             return
-        (groups, scheds), filename = self._config_state, self._resumed_from
-        self._config_state = self._resumed_from = None
+        (filename, (groups, scheds)), self._pending = self._pending, None
         changes = []
         for opt, config_groups in zip(_optimizers(runner), groups):
             for i, (group, ref) in enumerate(zip(opt.param_groups,
