@@ -51,6 +51,20 @@ def _losses(model, steps, overflow_at):
         yield loss * 1e36 if step in overflow_at else loss
 
 
+def _beside_plain(steps, **wrapper_args):
+    """``steps`` updates through an AutocastOptimWrapper and, on a copy of
+    the model, through a plain OptimWrapper; no overflow.
+
+    Returns the wrapper, its model and the plain wrapper's model."""
+    model, ref = _model(), _model()
+    wrapper = AutocastOptimWrapper(optimizer=_sgd(model), **wrapper_args)
+    plain = OptimWrapper(optimizer=_sgd(ref))
+    for a, b in zip(_losses(model, steps, ()), _losses(ref, steps, ())):
+        wrapper.update_params(a)
+        plain.update_params(b)
+    return wrapper, model, ref
+
+
 def _state(model):
     return [p.detach().clone() for p in model.parameters()]
 
@@ -107,12 +121,7 @@ def test_fp16_steps_equal_mmengine_amp_optim_wrapper(mmengine_amp_on_cpu,
 def test_unscaled_gradients_give_the_float32_update():
     """Without overflow, scaling by 2^k and unscaling is exact: the step is
     bitwise the plain OptimWrapper's."""
-    m16, m32 = _model(), _model()
-    fp16 = AutocastOptimWrapper(optimizer=_sgd(m16), dtype='float16')
-    plain = OptimWrapper(optimizer=_sgd(m32))
-    for a, b in zip(_losses(m16, 4, ()), _losses(m32, 4, ())):
-        fp16.update_params(a)
-        plain.update_params(b)
+    fp16, m16, m32 = _beside_plain(4, dtype='float16')
     for p, q in zip(m16.parameters(), m32.parameters()):
         assert torch.equal(p, q)
     assert fp16.skipped_steps == 0
@@ -221,12 +230,7 @@ def test_optim_context_autocasts_to_dtype(dtype, expected):
 
 
 def test_bf16_steps_are_plain_float32_steps():
-    m16, m32 = _model(), _model()
-    bf16 = AutocastOptimWrapper(optimizer=_sgd(m16))
-    plain = OptimWrapper(optimizer=_sgd(m32))
-    for a, b in zip(_losses(m16, 3, ()), _losses(m32, 3, ())):
-        bf16.update_params(a)
-        plain.update_params(b)
+    bf16, m16, m32 = _beside_plain(3)
     for p, q in zip(m16.parameters(), m32.parameters()):
         assert torch.equal(p, q)
     assert 'loss_scaler' not in bf16.state_dict()
